@@ -1,0 +1,1 @@
+"""Benchmark data: the Medical-Diff-VQA reader and the synthetic longitudinal generator."""

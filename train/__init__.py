@@ -1,0 +1,1 @@
+"""The trainer and tools around it: ``python -m train {synth, fit, evaluate, pretrain-prior}``."""

@@ -1,0 +1,40 @@
+"""Command line of the trainer: ``python -m train <command> [options]``.
+
+Each command lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``; this file only
+dispatches, so ``python -m train synth`` does not import the trainer and vice versa.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+COMMANDS = {
+    "synth": ("train.synth", "write a synthetic longitudinal benchmark in the Medical-Diff-VQA layout"),
+    "fit": ("train.fit", "two-stage training (Accelerate: CPU, one GPU or many)"),
+    "evaluate": ("train.evaluate", "generate answers and score them with the official protocol"),
+    "pretrain-prior": ("train.pretrain_prior", "DINO self-distillation of a small ViT prior"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        # Only the chosen command's module is imported: building all parsers would import torch for `synth`.
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(command_parser)
+            command_parser.set_defaults(_run=module.run)
+    args = parser.parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
