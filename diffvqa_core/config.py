@@ -1,0 +1,160 @@
+"""Configuration of the diffvqa model: one typed dataclass, presets stored as JSON.
+
+Every hyper-parameter of the paper (shared/seed/000_5a865923d2e78e42.txt, sections 3-4) is a field here,
+with the paper's value as the "paper" preset (``model_configs/paper.json``). The "tiny" preset keeps every
+module and loss with small widths for tests, CPU training and the demo. A checkpoint stores this config as
+``config.json`` so that it rebuilds itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRESET_DIR = Path(__file__).resolve().parent / "model_configs"
+
+MASK_GATES = ("encoded_mask", "pooled_mask")
+KOLEO_VECTORS = ("masked_main", "masked_pair", "main")
+
+
+@dataclass
+class DiffVQAConfig:
+    """All settings of :class:`diffvqa_core.model.DiffVQAModel`.
+
+    Pretrained parts are named by a hub id or a local directory (same layout as the hub). A part whose
+    ``*_pretrained`` flag is False is built with random weights from the library's own config class,
+    overridden by the matching ``*_overrides`` dict: nothing is downloaded then.
+    """
+
+    # Input (sec. 4: 3-channel 384 x 384).
+    image_size: int = 384
+
+    # Image encoder phi (sec. 3.3): a timm model name, optionally a weights file or directory.
+    image_encoder: str = "swin_base_patch4_window12_384.ms_in22k"
+    image_encoder_pretrained: bool = False
+    image_encoder_weights: str | None = None  # file or dir (model.safetensors / pytorch_model.bin); None = hub
+    image_encoder_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. embed_dim, depths
+    projector_heads: int = 8  # the one 8-head transformer encoder layer of the projector
+
+    # Frozen DINO prior (eq. 4): a transformers Dinov2Model (RAD-DINO in the paper).
+    prior: str = "microsoft/rad-dino"
+    prior_pretrained: bool = False
+    prior_overrides: dict[str, Any] = field(default_factory=dict)  # Dinov2Config fields for random init
+    prior_image_size: int = 518  # RAD-DINO's input side: 518 / 14 = 37 x 37 patches
+    prior_mean: tuple[float, float, float] = (0.5307, 0.5307, 0.5307)  # RAD-DINO processor statistics
+    prior_std: tuple[float, float, float] = (0.2583, 0.2583, 0.2583)
+
+    # Answer decoder (eq. 10): GPT-2 (transformers GPT2LMHeadModel) and its tokenizer.
+    decoder: str = "gpt2"
+    decoder_pretrained: bool = False
+    decoder_overrides: dict[str, Any] = field(default_factory=dict)  # GPT2Config fields for random init
+    tokenizer: str | None = "gpt2"  # hub id / dir of GPT-2's tokenizer; None or absent -> local BPE
+    local_tokenizer_vocab_size: int = 2048
+
+    # Question encoder (sec. 3.4): shared token embeddings + learnable positions -> transformer layers.
+    question_layers: int = 6
+    question_heads: int = 12
+    max_question_len: int = 64
+    max_answer_len: int = 64
+
+    # Registration (eq. 1-2): shallow CNN on the downsampled pair.
+    registration_size: int = 128
+    registration_channels: tuple[int, ...] = (16, 32, 64, 64)
+
+    # Adaptive mask (eq. 5-6).
+    mask_head_hidden: int = 256  # width of the 3-layer MLP g
+    mask_fusion_kernel: int = 3  # kernel of the 1-layer gated CNN h
+
+    # Loss weights (eq. 2 and 18).
+    reg_w_smooth: float = 1e-4
+    reg_w_det: float = 1e-5
+    reg_w_trans: float = 1e-6
+    alpha_mask: float = 0.1
+    alpha_pred: float = 0.1
+    alpha_gram: float = 0.1
+    alpha_koleo: float = 0.001
+    koleo_eps: float = 1e-8
+
+    # Fusion weight lambda (eq. 7): cosine from lambda_start to lambda_end over training.
+    lambda_start: float = 1.0
+    lambda_end: float = 0.5
+    inference_lambda: float = 0.5
+
+    # Ablation switches (Table 2). The stage-1 freeze is the trainer's (set_image_encoder_trainable).
+    use_unsupervised_losses: bool = True  # False: mask, pred, gram and KoLeo weights are 0
+    use_saliency_mask: bool = True  # False: M = 1, the unmasked baseline (sec. 3.8)
+    use_registration: bool = True  # False: theta = identity (the "unregistered" row)
+
+    # The paper's three ambiguous points; see diffvqa_core.losses for the reasons behind each default.
+    mask_gate: str = "encoded_mask"  # gate of L_mask: phi(M) tokens, or M average-pooled to the token grid
+    koleo_vector: str = "masked_main"  # which pooled vector KoLeo spreads over the batch
+    detach_targets: bool = True  # stop-gradient on the unmasked targets of L_mask and L_pred
+
+    def __post_init__(self) -> None:
+        self.prior_mean = tuple(self.prior_mean)
+        self.prior_std = tuple(self.prior_std)
+        self.registration_channels = tuple(self.registration_channels)
+        if self.mask_gate not in MASK_GATES:
+            raise ValueError(f"mask_gate must be one of {MASK_GATES}, got {self.mask_gate!r}")
+        if self.koleo_vector not in KOLEO_VECTORS:
+            raise ValueError(f"koleo_vector must be one of {KOLEO_VECTORS}, got {self.koleo_vector!r}")
+        for name in ("lambda_start", "lambda_end", "inference_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DiffVQAConfig:
+        """Builds a config from a dict, refusing keys it does not know.
+
+        Raises:
+            ValueError: naming every unknown key.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown DiffVQAConfig key(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns a JSON-serialisable dict of every field."""
+        data = dataclasses.asdict(self)
+        for key, value in data.items():
+            if isinstance(value, tuple):
+                data[key] = list(value)
+        return data
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> DiffVQAConfig:
+        """Reads a config written by :meth:`to_json` (or a preset file)."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def to_json(self, path: str | Path) -> None:
+        """Writes the config as indented JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_preset(cls, name: str) -> DiffVQAConfig:
+        """Loads a named preset ("paper" or "tiny") from ``model_configs/``."""
+        path = PRESET_DIR / f"{name}.json"
+        if not path.is_file():
+            raise ValueError(f"unknown preset {name!r}; available: {', '.join(available_presets())}")
+        return cls.from_json(path)
+
+    def random_init(self) -> DiffVQAConfig:
+        """Returns a copy with every pretrained flag off: the same architecture, built offline."""
+        return dataclasses.replace(
+            self, image_encoder_pretrained=False, prior_pretrained=False, decoder_pretrained=False
+        )
+
+    @property
+    def uses_pretrained_weights(self) -> bool:
+        """Whether building this config loads any pretrained part."""
+        return self.image_encoder_pretrained or self.prior_pretrained or self.decoder_pretrained
+
+
+def available_presets() -> list[str]:
+    """Names of the presets shipped in ``model_configs/``."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))

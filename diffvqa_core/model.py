@@ -1,0 +1,389 @@
+"""DiffVQAModel: the paper's longitudinal VQA model (shared/seed/000_5a865923d2e78e42.txt, sec. 3).
+
+Named stages, in the order of Figure 1:
+
+1. ``register``       micro affine registration of the main image (eq. 1-2)
+2. ``prior_mask``     frozen DINO attention, U = max(A_main, A_ref) (eq. 4)
+3. ``encode``         phi = timm backbone + projector on the registered main and the reference (eq. 3)
+4. ``adaptive_mask``  token masks and the gated fusion F (eq. 5-6)
+5. ``fuse``           M = lambda U + (1 - lambda) F (eq. 7)
+6. ``masked_encode``  phi on M * I_main, M * I_ref and M itself (eq. 8-9)
+7. ``encode_question`` and ``decode``: the GPT-2 prefix of eq. 10, L_lm (eq. 11) or generation.
+
+phi runs twice per sample, each time batched: once on the 2 unmasked images, once on the 3 masked inputs
+(masked main, masked reference, M as a 3-channel image). One call over all 5 is impossible: M depends on
+F, and F on the unmasked features. Stages 1-4 do not depend on lambda or on the question, so
+``visual_state`` returns them for the pipeline to cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from diffvqa_core import losses
+from diffvqa_core.config import DiffVQAConfig
+from diffvqa_core.decoder import AnswerDecoder, Prefix
+from diffvqa_core.encoders import ImageEncoder, QuestionEncoder
+from diffvqa_core.masks import (AdaptiveMaps, AdaptiveMaskHead, DinoPrior, GatedFusionHead, PriorMaps,
+                                fuse_masks, processor_statistics, resize_mask)
+from diffvqa_core.registration import AffineRegistration, identity_theta, warp
+from diffvqa_core.tokenizer import load_tokenizer
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+LOSS_TERMS = ("lm", "reg", "mask_main", "mask_ref", "pred_main", "pred_ref", "gram", "gram_mask", "koleo")
+
+
+@dataclass
+class Registration:
+    """theta (B, 2, 3) and the registered main image (B, 3, H, W)."""
+
+    theta: torch.Tensor
+    registered_main: torch.Tensor
+
+
+@dataclass
+class VisualState:
+    """Everything that depends on the image pair only (stages 1-4), shapes for batch B.
+
+    Attributes:
+        registration: theta and the registered main image.
+        ref: (B, 3, H, W) reference image in [0, 1].
+        features_main: (B, N, D) f_main = phi(registered main).
+        features_ref: (B, N, D) f_ref = phi(ref).
+        prior: DINO attention maps and their union U.
+        adaptive: token masks and the adaptive mask F.
+    """
+
+    registration: Registration
+    ref: torch.Tensor
+    features_main: torch.Tensor
+    features_ref: torch.Tensor
+    prior: PriorMaps
+    adaptive: AdaptiveMaps
+
+
+@dataclass
+class MaskedFeatures:
+    """phi of the masked inputs (eq. 9): f_mask_main, f_mask_ref (B, N, D); f_mask = phi(M) or None."""
+
+    masked_main: torch.Tensor
+    masked_ref: torch.Tensor
+    mask: torch.Tensor | None
+
+
+@dataclass
+class AnswerOutput:
+    """Answers decoded from a visual state, with the fused mask M (B, 1, H, W) they were read through."""
+
+    answers: list[str]
+    fused_mask: torch.Tensor
+
+
+@dataclass
+class DiffVQAOutput:
+    """Result of a training forward pass.
+
+    Attributes:
+        loss: 0-d total of eq. 18.
+        terms: each unweighted term (keys ``LOSS_TERMS``), 0-d tensors.
+        theta: (B, 2, 3) registration.
+        prior_mask: (B, 1, H, W) U.
+        adaptive_mask: (B, 1, H, W) F.
+        fused_mask: (B, 1, H, W) M.
+        logits: (B, T, V) answer logits.
+        state: the visual state (unmasked features etc.).
+        masked: the masked features.
+    """
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    theta: torch.Tensor
+    prior_mask: torch.Tensor
+    adaptive_mask: torch.Tensor
+    fused_mask: torch.Tensor
+    logits: torch.Tensor
+    state: VisualState
+    masked: MaskedFeatures
+
+
+class DiffVQAModel(nn.Module):
+    """Attention-consistent longitudinal VQA model.
+
+    Args:
+        config: the model config.
+        tokenizer: decoder tokenizer; None loads GPT-2's named in the config when it is on disk, else
+            trains the local BPE.
+        load_pretrained_parts: honour the config's pretrained flags; False builds every part at random
+            (``from_pretrained`` does so, then loads the whole checkpoint).
+    """
+
+    def __init__(self, config: DiffVQAConfig, tokenizer: PreTrainedTokenizerBase | None = None, *,
+                 load_pretrained_parts: bool = True) -> None:
+        super().__init__()
+        if load_pretrained_parts and config.prior_pretrained:
+            statistics = processor_statistics(config.prior)
+            if statistics is not None:  # normalise as the prior's own processor does, and record it
+                config = dataclasses.replace(config, prior_mean=statistics[0], prior_std=statistics[1])
+        self.config = config
+        self.tokenizer = tokenizer or load_tokenizer(config.tokenizer, config.local_tokenizer_vocab_size)
+        build = config if load_pretrained_parts else config.random_init()
+        self.decoder = AnswerDecoder(build, self.tokenizer, pretrained=build.decoder_pretrained)
+        width = self.decoder.width
+        self.registration = AffineRegistration(config.registration_size, config.registration_channels)
+        self.image_encoder = ImageEncoder(build, width, pretrained=build.image_encoder_pretrained)
+        self.prior = DinoPrior(build, pretrained=build.prior_pretrained)
+        self.mask_head = AdaptiveMaskHead(width, config.mask_head_hidden)
+        self.fusion_head = GatedFusionHead(config.mask_fusion_kernel)
+        self.question_encoder = QuestionEncoder(width, config.max_question_len, config.question_layers,
+                                                config.question_heads)
+        self.prediction_head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))  # P
+
+    # ----------------------------------------------------------------------------------------- stages
+    def register(self, main: torch.Tensor, ref: torch.Tensor) -> Registration:
+        """Stage 1 (eq. 1): warp the main image onto the reference; identity when registration is off."""
+        if not self.config.use_registration:
+            return Registration(identity_theta(main.shape[0], main.device, main.dtype), main)
+        theta = self.registration(main, ref)  # (B, 2, 3)
+        return Registration(theta, warp(main, theta))
+
+    def prior_mask(self, registered_main: torch.Tensor, ref: torch.Tensor) -> PriorMaps:
+        """Stage 2 (eq. 4): DINO attention of both visits in one call, and their union U."""
+        attention = self.prior(torch.cat([registered_main, ref]))  # (2B, 1, H, W)
+        attention_main, attention_ref = attention.chunk(2)
+        return PriorMaps(attention_main, attention_ref, torch.maximum(attention_main, attention_ref))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """phi (sec. 3.3): (B, 3, H, W) in [0, 1] -> (B, N, D)."""
+        return self.image_encoder(images)
+
+    def adaptive_mask(self, features_main: torch.Tensor, features_ref: torch.Tensor) -> AdaptiveMaps:
+        """Stage 4 (eq. 5-6): token masks from g, fused by h, resized to the image."""
+        batch, grid = features_main.shape[0], self.image_encoder.grid_size
+        tokens = self.mask_head(torch.cat([features_main, features_ref]))  # (2B, N)
+        token_main, token_ref = tokens.chunk(2)
+        fused = self.fusion_head(token_main.view(batch, 1, grid, grid), token_ref.view(batch, 1, grid, grid))
+        return AdaptiveMaps(token_main, token_ref, resize_mask(fused, self.config.image_size))
+
+    def fuse(self, union: torch.Tensor, adaptive: torch.Tensor, lam: float) -> torch.Tensor:
+        """Stage 5 (eq. 7): M = lambda U + (1 - lambda) F, or M = 1 without the saliency mask."""
+        if not self.config.use_saliency_mask:
+            return torch.ones_like(union)
+        return fuse_masks(union, adaptive, lam)
+
+    def masked_encode(self, state: VisualState, mask: torch.Tensor, *, with_mask_image: bool) -> MaskedFeatures:
+        """Stage 6 (eq. 8-9): phi on M * I_main, M * I_ref and (optionally) M, in one batched call.
+
+        Without the saliency mask, M = 1 and the masked images are the unmasked ones, so their features
+        are f_main and f_ref themselves (sec. 3.8: the model reduces exactly to the unmasked baseline).
+        """
+        if not self.config.use_saliency_mask:
+            return MaskedFeatures(state.features_main, state.features_ref, None)
+        images = [mask * state.registration.registered_main, mask * state.ref]
+        if with_mask_image:
+            images.append(mask.expand(-1, 3, -1, -1))
+        features = self.encode(torch.cat(images))  # (2B or 3B, N, D)
+        parts = features.chunk(len(images))
+        return MaskedFeatures(parts[0], parts[1], parts[2] if with_mask_image else None)
+
+    def encode_question(self, question_ids: torch.Tensor, question_mask: torch.Tensor) -> torch.Tensor:
+        """Question encoder (sec. 3.4): (B, L) ids -> (B, L, D) f_text over the shared embeddings."""
+        return self.question_encoder(self.decoder.embed(question_ids), question_mask)
+
+    def visual_state(self, main: torch.Tensor, ref: torch.Tensor) -> VisualState:
+        """Stages 1-4 for a batch of pairs (B, 3, H, W) in [0, 1]: what the pipeline caches."""
+        registration = self.register(main, ref)
+        prior = self.prior_mask(registration.registered_main, ref)
+        features = self.encode(torch.cat([registration.registered_main, ref]))  # (2B, N, D)
+        features_main, features_ref = features.chunk(2)
+        adaptive = self.adaptive_mask(features_main, features_ref)
+        return VisualState(registration, ref, features_main, features_ref, prior, adaptive)
+
+    def prefix(self, masked: MaskedFeatures, question_ids: torch.Tensor, question_mask: torch.Tensor) -> Prefix:
+        """The decoder input of eq. 10 from the masked features and the (B, L) question tokens."""
+        question = self.encode_question(question_ids, question_mask)  # (B, L, D)
+        return self.decoder.build_prefix(masked.masked_main, masked.masked_ref, question, question_mask)
+
+    def decode(self, masked: MaskedFeatures, question_ids: torch.Tensor, question_mask: torch.Tensor,
+               answer_ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
+        """Stage 7 (eq. 10-11): teacher-forced answer logits (B, T, V)."""
+        return self.decoder(self.prefix(masked, question_ids, question_mask), answer_ids, answer_mask)
+
+    # ------------------------------------------------------------------------------------ training
+    def forward(self, main: torch.Tensor, ref: torch.Tensor, question_ids: torch.Tensor,
+                question_mask: torch.Tensor, answer_ids: torch.Tensor, answer_mask: torch.Tensor,
+                lam: float = 0.5) -> DiffVQAOutput:
+        """Training pass: every loss term of eq. 11-18 and the total.
+
+        Args:
+            main: (B, 3, H, W) current visit in [0, 1].
+            ref: (B, 3, H, W) reference visit in [0, 1].
+            question_ids, question_mask: (B, L) from ``tokenize``.
+            answer_ids, answer_mask: (B, T) from ``tokenize`` (answers end with the end-of-answer token).
+            lam: fusion weight of eq. 7 (the trainer follows ``losses.lambda_schedule``).
+
+        Returns:
+            DiffVQAOutput with the total loss, each unweighted term, masks and logits.
+        """
+        state = self.visual_state(main, ref)
+        fused = self.fuse(state.prior.union, state.adaptive.fused, lam)  # (B, 1, H, W)
+        masked = self.masked_encode(state, fused, with_mask_image=self.config.mask_gate == "encoded_mask")
+        logits = self.decode(masked, question_ids, question_mask, answer_ids, answer_mask)
+        terms = self.loss_terms(state, masked, fused, logits, answer_ids, answer_mask)
+        return DiffVQAOutput(
+            loss=self.total_loss(terms), terms=terms, theta=state.registration.theta,
+            prior_mask=state.prior.union, adaptive_mask=state.adaptive.fused, fused_mask=fused, logits=logits,
+            state=state, masked=masked,
+        )
+
+    def loss_terms(self, state: VisualState, masked: MaskedFeatures, fused: torch.Tensor, logits: torch.Tensor,
+                   answer_ids: torch.Tensor, answer_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each unweighted term of eq. 11-17 (see ``diffvqa_core.losses`` for the choices made)."""
+        cfg = self.config
+        target_main, target_ref = state.features_main, state.features_ref
+        if cfg.detach_targets:
+            target_main, target_ref = target_main.detach(), target_ref.detach()
+        gate = self.mask_gate(masked, fused)
+        theta = state.registration.theta
+        return {
+            "lm": losses.language_modeling_loss(logits, answer_ids, answer_mask),
+            "reg": losses.registration_loss(theta, cfg.reg_w_smooth, cfg.reg_w_det, cfg.reg_w_trans),
+            "mask_main": losses.mask_consistency_loss(masked.masked_main, target_main, gate),
+            "mask_ref": losses.mask_consistency_loss(masked.masked_ref, target_ref, gate),
+            "pred_main": losses.prediction_loss(self.prediction_head(masked.masked_main), target_main),
+            "pred_ref": losses.prediction_loss(self.prediction_head(masked.masked_ref), target_ref),
+            "gram": losses.gram_loss(state.features_main, state.features_ref),
+            "gram_mask": losses.gram_loss(masked.masked_main, masked.masked_ref),
+            "koleo": losses.koleo_loss(self.koleo_vector(state, masked), cfg.koleo_eps),
+        }
+
+    def koleo_vector(self, state: VisualState, masked: MaskedFeatures) -> torch.Tensor:
+        """The per-sample vector KoLeo spreads (eq. 17, ``koleo_vector``): mean-pooled tokens, (B, D)."""
+        if self.config.koleo_vector == "masked_main":
+            return masked.masked_main.mean(1)
+        if self.config.koleo_vector == "masked_pair":
+            return torch.cat([masked.masked_main, masked.masked_ref], dim=1).mean(1)
+        return state.features_main.mean(1)
+
+    def mask_gate(self, masked: MaskedFeatures, fused: torch.Tensor) -> torch.Tensor:
+        """Gate of L_mask (eq. 12): phi(M) tokens (B, N, D), or M pooled to the token grid (B, N, 1).
+
+        Without a saliency mask (M = 1) the gate is 1 and L_mask is 0 by construction.
+        """
+        if masked.mask is not None:
+            return masked.mask
+        grid = self.image_encoder.grid_size
+        return nn.functional.adaptive_avg_pool2d(fused, grid).flatten(2).transpose(1, 2)  # (B, N, 1)
+
+    def loss_weights(self) -> dict[str, float]:
+        """Weight of each term in eq. 18 (auxiliaries are 0 when ``use_unsupervised_losses`` is off)."""
+        cfg = self.config
+        aux = 1.0 if cfg.use_unsupervised_losses else 0.0
+        return {
+            "lm": 1.0, "reg": 1.0,
+            "mask_main": aux * cfg.alpha_mask, "mask_ref": aux * cfg.alpha_mask,
+            "pred_main": aux * cfg.alpha_pred, "pred_ref": aux * cfg.alpha_pred,
+            "gram": aux * cfg.alpha_gram, "gram_mask": aux * cfg.alpha_gram,
+            "koleo": aux * cfg.alpha_koleo,
+        }
+
+    def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Eq. 18: the weighted sum of the terms."""
+        return sum(weight * terms[name] for name, weight in self.loss_weights().items() if weight)
+
+    def set_image_encoder_trainable(self, flag: bool) -> None:
+        """Freezes (stage 1 of sec. 3.6) or unfreezes phi: the backbone and the projector."""
+        self.image_encoder.requires_grad_(flag)
+
+    # ----------------------------------------------------------------------------------- inference
+    def tokenize(self, questions: list[str], answers: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Tokenizes questions (and answers, each ending with the end-of-answer token), right-padded.
+
+        Returns:
+            question_ids, question_mask (B, L); with answers also answer_ids, answer_mask (B, T).
+
+        Raises:
+            ValueError: when a question has no tokens.
+        """
+        device = self.decoder.gpt2.device
+        cfg, tok = self.config, self.tokenizer
+        question_tokens = [tok.encode(q, add_special_tokens=False)[: cfg.max_question_len] for q in questions]
+        if any(not ids for ids in question_tokens):
+            raise ValueError("every question needs at least one token")
+        question_ids, question_mask = self._pad(question_tokens, device)
+        out = {"question_ids": question_ids, "question_mask": question_mask}
+        if answers is not None:
+            eos = self.decoder.token_ids["eos"]
+            answer_tokens = [tok.encode(a, add_special_tokens=False)[: cfg.max_answer_len - 1] + [eos]
+                             for a in answers]
+            out["answer_ids"], out["answer_mask"] = self._pad(answer_tokens, device)
+        return out
+
+    def _pad(self, rows: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.decoder.token_ids["pad"], dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return ids.to(device), mask.to(device)
+
+    @torch.no_grad()
+    def answer(self, state: VisualState, questions: list[str], lam: float, *, num_beams: int = 1,
+               max_new_tokens: int = 40, no_repeat_ngram_size: int = 0, use_cache: bool = True) -> AnswerOutput:
+        """Stages 5-7 from a cached visual state: fuse, masked re-encoding (2 images), generation."""
+        fused = self.fuse(state.prior.union, state.adaptive.fused, lam)
+        masked = self.masked_encode(state, fused, with_mask_image=False)
+        text = self.tokenize(questions)
+        prefix = self.prefix(masked, text["question_ids"], text["question_mask"])
+        ids = self.decoder.generate(prefix, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                                    no_repeat_ngram_size=no_repeat_ngram_size, use_cache=use_cache)
+        answers = [a.strip() for a in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return AnswerOutput(answers, fused)
+
+    @torch.no_grad()
+    def generate(self, main: torch.Tensor, ref: torch.Tensor, questions: list[str], lam: float = 0.5,
+                 num_beams: int = 1, max_new_tokens: int = 40, no_repeat_ngram_size: int = 0,
+                 use_cache: bool = True) -> list[str]:
+        """Answers questions about image pairs (B, 3, H, W) in [0, 1]: greedy or beam, with KV cache."""
+        state = self.visual_state(main, ref)
+        return self.answer(state, questions, lam, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                           no_repeat_ngram_size=no_repeat_ngram_size, use_cache=use_cache).answers
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Writes config.json, model.safetensors (shared tensors stored once) and the tokenizer files."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.to_json(directory / CONFIG_FILE)
+        save_model(self, str(directory / WEIGHTS_FILE))
+        self.tokenizer.save_pretrained(str(directory))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> DiffVQAModel:
+        """Rebuilds a model saved by ``save_pretrained``, without fetching any pretrained part.
+
+        Raises:
+            FileNotFoundError: when config.json or model.safetensors is missing.
+            ValueError: when the weights do not fit the config (names the keys).
+        """
+        directory = Path(directory)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory} is not a diffvqa checkpoint: {name} is missing")
+        config = DiffVQAConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")))
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        model = cls(config, tokenizer, load_pretrained_parts=False)
+        try:
+            load_model(model, str(directory / WEIGHTS_FILE), strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"weights in {directory / WEIGHTS_FILE} do not match the config: {error}") from error
+        return model.eval()

@@ -1,0 +1,208 @@
+"""DiffVQAPipeline: image files and a question in, an Analysis (answer, warp, masks) out.
+
+The pipeline reads both visits with ``imaging.read_image``, resizes them to the model input, and runs the
+model's stages (``model.py``). Stages 1-4 (registration, DINO prior U, unmasked features, adaptive mask F)
+do not depend on lambda or on the question: they are cached on the Analysis, so ``reanalyze`` only fuses
+(eq. 7), re-encodes the masked pair (eq. 8-9) and decodes (eq. 10), and ``fuse`` recomputes M for an
+overlay without any network pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffvqa_core import imaging
+from diffvqa_core.config import DiffVQAConfig
+from diffvqa_core.masks import fuse_masks
+from diffvqa_core.model import WEIGHTS_FILE, DiffVQAModel, VisualState
+from diffvqa_core.tokenizer import local_tokenizer
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
+MAX_QUESTION_CHARS = 1000
+RANDOM_INIT = "random-init"
+
+
+class QuestionError(ValueError):
+    """A question the model cannot take (empty or too long); the message is meant for the person asking."""
+
+
+@dataclass
+class Analysis:
+    """One answered case, with everything a reviewer looks at (HxW arrays at the model input size).
+
+    Attributes:
+        answer: the generated answer.
+        question: the question as asked.
+        lam: fusion weight lambda used for ``fused_mask`` and the answer.
+        theta: (2, 3) affine parameters (output -> input coordinates, see ``registration``).
+        main_image: (S, S) float32 main visit in [0, 1].
+        ref_image: (S, S) float32 reference visit in [0, 1].
+        registered_main: (S, S) float32 main visit after registration.
+        prior_mask: (S, S) float32 DINO union U in [0, 1].
+        adaptive_mask: (S, S) float32 adaptive mask F in [0, 1].
+        fused_mask: (S, S) float32 M in [0, 1].
+        num_beams: beams used for decoding.
+    """
+
+    answer: str
+    question: str
+    lam: float
+    theta: np.ndarray
+    main_image: np.ndarray
+    ref_image: np.ndarray
+    registered_main: np.ndarray
+    prior_mask: np.ndarray
+    adaptive_mask: np.ndarray
+    fused_mask: np.ndarray
+    num_beams: int
+    _state: VisualState = field(repr=False, compare=False)
+
+
+def _plane(tensor: torch.Tensor) -> np.ndarray:
+    """(1, C, H, W) tensor -> (H, W) float32 array of its first channel."""
+    return tensor[0, 0].detach().float().cpu().numpy().astype(np.float32)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class DiffVQAPipeline:
+    """Runs a DiffVQAModel on image pairs for a person.
+
+    Args:
+        model: the model (put in eval mode here).
+        checkpoint_name: what the app shows as the loaded checkpoint.
+        checkpoint_sha256: digest of model.safetensors, or "random-init".
+        is_demo: whether this is the bundled demo checkpoint (trained on synthetic data).
+    """
+
+    def __init__(self, model: DiffVQAModel, *, checkpoint_name: str, checkpoint_sha256: str,
+                 is_demo: bool = False) -> None:
+        self.model = model.eval()
+        self.checkpoint_name = checkpoint_name
+        self.checkpoint_sha256 = checkpoint_sha256
+        self.is_demo = is_demo
+
+    @property
+    def config(self) -> DiffVQAConfig:
+        """The model's config."""
+        return self.model.config
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None) -> DiffVQAPipeline:
+        """Loads a checkpoint directory; None means the bundled demo checkpoint (assets/demo_model).
+
+        Raises:
+            FileNotFoundError: when the directory or its files are missing.
+        """
+        directory = Path(path) if path is not None else DEMO_CHECKPOINT
+        if not directory.is_dir():
+            hint = " (the bundled demo checkpoint has not been trained yet)" if path is None else ""
+            raise FileNotFoundError(f"no diffvqa checkpoint at {directory}{hint}")
+        model = DiffVQAModel.from_pretrained(directory)
+        return cls(model, checkpoint_name=directory.name, checkpoint_sha256=file_sha256(directory / WEIGHTS_FILE),
+                   is_demo=path is None or directory.resolve() == DEMO_CHECKPOINT.resolve())
+
+    @classmethod
+    def from_config(cls, config: DiffVQAConfig) -> DiffVQAPipeline:
+        """A pipeline over a randomly initialised model (no pretrained part is fetched): tests, benchmarks."""
+        model = DiffVQAModel(config, local_tokenizer(config.local_tokenizer_vocab_size), load_pretrained_parts=False)
+        return cls(model, checkpoint_name=RANDOM_INIT, checkpoint_sha256=RANDOM_INIT)
+
+    # ------------------------------------------------------------------------------------ analysis
+    @torch.inference_mode()
+    def analyze(self, main: imaging.ImageSource, ref: imaging.ImageSource, question: str,
+                lam: float | None = None, num_beams: int = 1, max_new_tokens: int = 40) -> Analysis:
+        """Reads both visits, registers, builds the masks and answers the question.
+
+        Args:
+            main: current visit: path, bytes, PIL image or ndarray.
+            ref: reference (earlier) visit, same kinds.
+            question: the question, 1 to 1000 characters.
+            lam: fusion weight lambda in [0, 1]; None uses the config's inference value (0.5).
+            num_beams: 1 for greedy decoding, more for beam search.
+            max_new_tokens: longest answer in tokens.
+
+        Raises:
+            imaging.ImageReadError: for an image that cannot be read.
+            QuestionError: for an empty or overlong question.
+            ValueError: for lambda outside [0, 1].
+        """
+        question = self._check_question(question)
+        size = self.config.image_size
+        device = next(self.model.parameters()).device
+        main_input = imaging.to_model_input(imaging.read_image(main), size).unsqueeze(0).to(device)  # (1, 3, S, S)
+        ref_input = imaging.to_model_input(imaging.read_image(ref), size).unsqueeze(0).to(device)
+        state = self.model.visual_state(main_input, ref_input)
+        return self._answer(state, _plane(main_input), question, lam, num_beams, max_new_tokens)
+
+    @torch.inference_mode()
+    def reanalyze(self, analysis: Analysis, lam: float | None = None, question: str | None = None,
+                  num_beams: int | None = None, max_new_tokens: int = 40) -> Analysis:
+        """Answers again from the cached registration, unmasked features and masks of ``analysis``.
+
+        Only the fusion (eq. 7), the masked re-encoding (eq. 8-9) and decoding run again.
+
+        Args:
+            analysis: a previous result of ``analyze`` (or ``reanalyze``).
+            lam: new fusion weight; None keeps the previous one.
+            question: a new question about the same pair; None keeps the previous one.
+            num_beams: None keeps the previous setting.
+            max_new_tokens: longest answer in tokens.
+        """
+        question = self._check_question(analysis.question if question is None else question)
+        return self._answer(analysis._state, analysis.main_image, question, analysis.lam if lam is None else lam,
+                            analysis.num_beams if num_beams is None else num_beams, max_new_tokens)
+
+    def fuse(self, analysis: Analysis, lam: float) -> np.ndarray:
+        """M for another lambda, for an overlay only: (S, S) float32 in [0, 1], no network pass."""
+        if not self.config.use_saliency_mask:
+            return np.ones_like(analysis.prior_mask)
+        fused = fuse_masks(analysis.prior_mask, analysis.adaptive_mask, self._check_lambda(lam))
+        return np.clip(fused, 0.0, 1.0).astype(np.float32)
+
+    def _answer(self, state: VisualState, main_image: np.ndarray, question: str, lam: float | None,
+                num_beams: int, max_new_tokens: int) -> Analysis:
+        lam = self._check_lambda(self.config.inference_lambda if lam is None else lam)
+        result = self.model.answer(state, [question], lam, num_beams=num_beams, max_new_tokens=max_new_tokens)
+        return Analysis(
+            answer=result.answers[0], question=question, lam=lam,
+            theta=state.registration.theta[0].detach().float().cpu().numpy(),
+            main_image=main_image, ref_image=_plane(state.ref),
+            registered_main=_plane(state.registration.registered_main),
+            prior_mask=_plane(state.prior.union), adaptive_mask=_plane(state.adaptive.fused),
+            fused_mask=_plane(result.fused_mask), num_beams=num_beams, _state=state,
+        )
+
+    @staticmethod
+    def _check_question(question: str) -> str:
+        if not isinstance(question, str):
+            raise QuestionError(f"the question must be text, not {type(question).__name__}")
+        question = question.strip()
+        if not question:
+            raise QuestionError("the question is empty: type a question about the two images")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise QuestionError(f"the question is {len(question)} characters long; the limit is "
+                                f"{MAX_QUESTION_CHARS}")
+        return question
+
+    @staticmethod
+    def _check_lambda(lam: float) -> float:
+        lam = float(lam)
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"lambda must lie in [0, 1], got {lam}")
+        return lam
+
+
+__all__ = ["Analysis", "DiffVQAPipeline", "QuestionError"]

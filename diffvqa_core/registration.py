@@ -1,0 +1,109 @@
+"""Micro affine registration of the main image onto the reference (paper sec. 3.1, eq. 1-2).
+
+A shallow CNN looks at the downsampled pair and predicts Theta = [A | t] (2 x 3). Its last layer starts
+at zero weight and identity bias, so training starts from the identity warp. Only the main image is
+warped, with ``affine_grid`` + ``grid_sample`` (``align_corners=False``).
+
+Convention (eq. 1, x = A x_tgt + t): Theta maps normalised coordinates of the *output* (registered) image
+to coordinates of the *input* (main) image, exactly what ``F.affine_grid`` expects. Normalised
+coordinates run from -1 (left / top) to +1 (right / bottom).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IDENTITY_THETA = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+class AffineRegistration(nn.Module):
+    """Shallow CNN that predicts the affine warp of the main image (eq. 1).
+
+    Args:
+        size: side to which both images are downsampled before the CNN.
+        channels: output channels of the stride-2 conv layers.
+    """
+
+    def __init__(self, size: int, channels: tuple[int, ...]) -> None:
+        super().__init__()
+        self.size = size
+        layers: list[nn.Module] = []
+        in_ch = 2  # the gray main and reference images, concatenated
+        for out_ch in channels:
+            layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), nn.GroupNorm(1, out_ch), nn.GELU()]
+            in_ch = out_ch
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(in_ch, 6)
+        nn.init.zeros_(self.head.weight)
+        with torch.no_grad():
+            self.head.bias.copy_(torch.tensor(IDENTITY_THETA))
+
+    def forward(self, main: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """Predicts Theta.
+
+        Args:
+            main: (B, 3, H, W) main image in [0, 1].
+            ref: (B, 3, H, W) reference image in [0, 1].
+
+        Returns:
+            (B, 2, 3) affine parameters [A | t].
+        """
+        pair = torch.cat([main.mean(1, keepdim=True), ref.mean(1, keepdim=True)], dim=1)  # (B, 2, H, W)
+        pair = F.interpolate(pair, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                             antialias=True)
+        return self.head(self.features(pair)).view(-1, 2, 3)  # (B, 2, 3)
+
+
+def identity_theta(batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Returns (batch, 2, 3) identity affine parameters."""
+    eye = torch.tensor(IDENTITY_THETA, device=device, dtype=dtype or torch.float32).view(1, 2, 3)
+    return eye.expand(batch, 2, 3).clone()
+
+
+def warp(image: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Warps ``image`` with ``theta`` (output coords -> input coords), differentiably.
+
+    Pixels sampled from outside the image repeat the border, so the warp does not paint black wedges
+    that the saliency branch could latch onto.
+
+    Args:
+        image: (B, C, H, W).
+        theta: (B, 2, 3).
+
+    Returns:
+        (B, C, H, W) registered image.
+    """
+    grid = F.affine_grid(theta.to(image.dtype), list(image.shape), align_corners=False)  # (B, H, W, 2)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def describe_theta(theta: torch.Tensor | np.ndarray, image_size: int) -> str:
+    """Describes in words what the warp does to the main image's content, for a reviewer.
+
+    Theta maps output to input coordinates, so the content moves by the inverse map
+    x_out = A^-1 (x_in - t). Its rotation (clockwise as displayed, image y pointing down), per-axis scale
+    and shift are reported; shifts are in pixels of an ``image_size`` square image.
+
+    Args:
+        theta: (2, 3) affine parameters.
+        image_size: side of the model input in pixels.
+
+    Returns:
+        e.g. "rotation +1.2 deg, scale 1.01 x 0.99, shift 3.1 px right, 2.0 px down".
+    """
+    theta = np.asarray(theta.detach().cpu() if isinstance(theta, torch.Tensor) else theta, dtype=np.float64)
+    if theta.shape != (2, 3):
+        raise ValueError(f"theta must be 2x3, got {theta.shape}")
+    inverse = np.linalg.inv(theta[:, :2])
+    shift = -inverse @ theta[:, 2] * (image_size / 2.0)  # normalised [-1, 1] spans image_size pixels
+    angle = math.degrees(math.atan2(inverse[1, 0], inverse[0, 0]))
+    scale_x = math.hypot(inverse[0, 0], inverse[1, 0])
+    scale_y = float(np.linalg.det(inverse)) / scale_x
+    horizontal = f"{abs(shift[0]):.1f} px {'right' if shift[0] >= 0 else 'left'}"
+    vertical = f"{abs(shift[1]):.1f} px {'down' if shift[1] >= 0 else 'up'}"
+    return f"rotation {angle:+.1f} deg, scale {scale_x:.2f} x {scale_y:.2f}, shift {horizontal}, {vertical}"
