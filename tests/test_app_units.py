@@ -1,0 +1,221 @@
+"""The review app's parts without a server: CLI, launch safety, auth file, examples, rendering, question types,
+inert text."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app_support import REPO
+
+import app  # noqa: E402  (app_support puts the repository root on sys.path)
+from review_app import auth, examples, launch, rendering
+from review_app.handlers import inert, parse_ids
+from review_app.questions import question_choices, question_type
+
+
+def test_importing_app_launches_nothing_and_help_works() -> None:
+    result = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0
+    for flag in ("--checkpoint", "--db", "--examples", "--host", "--port", "--auth"):
+        assert flag in result.stdout
+
+
+def test_cli_defaults_bind_loopback_on_7860() -> None:
+    args = app.parse_args([])
+    assert (args.host, args.port, args.checkpoint, args.db, args.auth) == ("127.0.0.1", 7860, None, None, None)
+
+
+def test_missing_demo_checkpoint_falls_back_to_random_tiny_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffvqa_core import DiffVQAPipeline
+
+    def no_demo(path: Any = None) -> Any:
+        raise FileNotFoundError("no diffvqa checkpoint")
+
+    monkeypatch.setattr(DiffVQAPipeline, "from_pretrained", staticmethod(no_demo))
+    pipeline = app.load_pipeline(None)
+    assert pipeline.checkpoint_sha256 == "random-init"
+
+
+class _FakeDemo:
+    def __init__(self) -> None:
+        self.kwargs: dict[str, Any] = {}
+
+    def queue(self, **_: Any) -> _FakeDemo:
+        return self
+
+    def launch(self, **kwargs: Any) -> tuple[None, str, str]:
+        self.kwargs = kwargs
+        return None, "", ""
+
+
+def test_serve_never_shares_limits_uploads_and_files(tmp_path: Path) -> None:
+    pair = examples.ExamplePair("p", tmp_path / "pairs" / "a.png", tmp_path / "pairs" / "b.png", "x")
+    demo = _FakeDemo()
+    launch.serve(demo, examples=[pair])  # type: ignore[arg-type]
+    kwargs = demo.kwargs
+    assert kwargs["server_name"] == "127.0.0.1" and kwargs["share"] is False
+    assert kwargs["max_file_size"] == launch.MAX_UPLOAD
+    assert kwargs["allowed_paths"] == [str(tmp_path / "pairs")]
+    assert kwargs["show_error"] is True
+
+
+def test_exposed_host_without_auth_warns(capsys: pytest.CaptureFixture[str]) -> None:
+    launch.serve(_FakeDemo(), host="0.0.0.0")  # type: ignore[arg-type]
+    assert "WITHOUT a login" in capsys.readouterr().out
+    launch.serve(_FakeDemo(), host="0.0.0.0", auth=lambda user, password: True)  # type: ignore[arg-type]
+    launch.serve(_FakeDemo(), host="127.0.0.1")  # type: ignore[arg-type]
+    assert "WITHOUT a login" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("::1", True), ("localhost", True),
+                                                ("0.0.0.0", False), ("192.168.1.5", False), ("example.org", False)])
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert launch.is_loopback(host) is loopback
+
+
+def test_auth_file_accepts_plain_and_hashed_passwords(tmp_path: Path) -> None:
+    path = tmp_path / "users.txt"
+    path.write_text(f"# reviewers\nann:plain secret\nbob:{auth.hash_password('s3cret', iterations=1000)}\n")
+    check = auth.load_auth(path)
+    assert check("ann", "plain secret") and check("bob", "s3cret")
+    assert not check("bob", "wrong") and not check("eve", "plain secret") and not check("ann", "")
+
+
+def test_auth_file_without_users_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "users.txt"
+    path.write_text("# nobody\n")
+    with pytest.raises(ValueError, match="no users"):
+        auth.load_auth(path)
+
+
+def test_manifest_folder_lists_pairs_with_attribution_and_stays_inside(tmp_path: Path) -> None:
+    (tmp_path / "img").mkdir()
+    for name in ("a.png", "b.png"):
+        (tmp_path / "img" / name).write_bytes(b"x")
+    (tmp_path / "manifest.csv").write_text("pair_id,main_file,ref_file,attribution\n"
+                                           "p1,img/a.png,img/b.png,Example source CC BY\n"
+                                           "p2,../../etc/passwd,img/b.png,evil\n"
+                                           "p3,img/missing.png,img/b.png,gone\n")
+    pairs = examples.load_examples(tmp_path, synthetic=False)
+    assert [(p.main.name, p.ref.name, p.attribution) for p in pairs] == [("a.png", "b.png", "Example source CC BY")]
+
+
+def test_examples_folder_without_manifest_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="manifest.csv"):
+        examples.load_examples(tmp_path, synthetic=False)
+
+
+def test_shared_real_pairs_have_attribution(mhh_pairs_dir: Path) -> None:
+    pairs = examples.read_manifest_folder(mhh_pairs_dir)
+    assert len(pairs) >= 10
+    assert all("Hannover Medical School" in p.attribution and p.main.is_file() for p in pairs)
+
+
+def test_warp_with_identity_is_a_no_op_and_inverse_undoes_theta() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.random((40, 60)).astype(np.float32)
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    assert np.allclose(rendering.warp_normalised(image, identity, image.shape), image, atol=1e-5)
+    theta = np.array([[0.98, 0.05, 0.03], [-0.04, 1.02, -0.02]])
+    both = np.concatenate([theta, [[0, 0, 1]]]) @ np.concatenate([rendering.invert_theta(theta), [[0, 0, 1]]])
+    assert np.allclose(both[:2], identity)
+
+
+def test_warp_matches_affine_grid_and_grid_sample() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(1)
+    image = rng.random((24, 40)).astype(np.float32)
+    theta = np.array([[0.97, 0.06, 0.1], [-0.05, 1.03, -0.08]], np.float32)
+    grid = F.affine_grid(torch.from_numpy(theta)[None], [1, 1, 24, 40], align_corners=False)
+    expected = F.grid_sample(torch.from_numpy(image)[None, None], grid, mode="bilinear", padding_mode="border",
+                             align_corners=False)[0, 0].numpy()
+    assert np.abs(rendering.warp_normalised(image, theta, image.shape) - expected).max() < 2e-2
+
+
+def test_overlay_leaves_the_film_grey_where_the_mask_is_zero() -> None:
+    gray = np.full((8, 8), 100, np.uint8)
+    mask = np.zeros((8, 8), np.float32)
+    mask[0, 0] = 1.0
+    out = rendering.heat_overlay(gray, mask, opacity=0.8)
+    assert (out[1:, 1:] == 100).all() and len(set(out[0, 0].tolist())) > 1
+
+
+def test_mask_summary_is_size_independent() -> None:
+    mask = np.zeros((10, 20), np.float32)
+    mask[5, 15] = 0.9
+    summary = rendering.mask_summary({"M": mask})["M"]
+    assert summary["max"] == pytest.approx(0.9) and summary["argmax_permille"] == [550, 775]
+
+
+@pytest.mark.parametrize(("question", "family"), [
+    ("what has changed compared to the reference image?", "difference"),
+    ("is there evidence of pleural effusion in this image?", "presence"),
+    ("what level is the edema?", "level"),
+    ("Which view is this image taken?", "view"),
+    ("tell me a joke", "other"),
+])
+def test_question_type_follows_the_benchmark_grammar(question: str, family: str) -> None:
+    assert question_type(question) == family
+
+
+def test_every_picker_question_has_its_family() -> None:
+    assert all(question_type(q) != "other" for q in question_choices())
+    assert question_type(question_choices()[0]) == "difference"
+
+
+def test_inert_escapes_html_and_markdown() -> None:
+    text = inert('<img src=x onerror=alert(1)> **bold** [link](http://x)')
+    assert "<" not in text and "**" not in text and "](" not in text
+
+
+def test_parse_ids() -> None:
+    assert parse_ids("3, 7 #12;3") == [3, 7, 12]
+    assert parse_ids("") == []
+
+
+class _Config:
+    image_encoder = "swin_base_patch4_window12_384"
+    image_size = 384
+
+
+class _Pipeline:
+    config = _Config()
+
+    def __init__(self, name: str, digest: str, is_demo: bool) -> None:
+        self.checkpoint_name, self.checkpoint_sha256, self.is_demo = name, digest, is_demo
+
+
+@pytest.mark.parametrize(("name", "digest", "is_demo", "expected"), [
+    ("demo_model", "ab" * 32, True, "trained on synthetic data, not for clinical use"),
+    ("random-init", "random-init", False, "random weights, answers are meaningless"),
+    ("run-7 <b>", "cd" * 32, False, "Research use only"),
+])
+def test_banner_names_the_checkpoint_and_its_status(name: str, digest: str, is_demo: bool, expected: str) -> None:
+    from feedback_db import FeedbackStore
+    from review_app.handlers import Handlers
+    from review_app.service import ReviewService
+
+    with FeedbackStore("sqlite://") as store:
+        banner = Handlers(ReviewService(_Pipeline(name, digest, is_demo), store), []).banner_html()
+    assert expected in banner
+    assert "<b>run-7 <b>" not in banner  # the checkpoint name is escaped
+    if digest != "random-init":
+        assert digest[:12] in banner
+
+
+def test_synthetic_examples_are_generated_once_with_their_question_and_truth(tmp_path: Path) -> None:
+    pairs = examples.ensure_synthetic_examples(tmp_path, pairs=2, seed=3)
+    assert len(pairs) == 2
+    assert all(p.main.is_file() and p.ref.is_file() and p.main != p.ref for p in pairs)
+    assert all(question_type(p.question) == "difference" and p.truth for p in pairs)
+    assert "no patient data" in pairs[0].attribution
+    assert examples.ensure_synthetic_examples(tmp_path, pairs=2, seed=3) == pairs  # cached, not regenerated
