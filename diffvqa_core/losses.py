@@ -47,9 +47,10 @@ def registration_loss(theta: torch.Tensor, w_smooth: float = 1e-4, w_det: float 
     Returns:
         0-d tensor; exactly 0 at the identity.
     """
+    theta = theta.float()  # under bf16 autocast the regulariser stays in fp32 (its terms are ~1e-6)
     eye = torch.eye(2, 3, device=theta.device, dtype=theta.dtype)
     smooth = (theta - eye).pow(2).sum(dim=(1, 2))  # (B,)
-    det = torch.linalg.det(theta[:, :, :2])  # (B,)
+    det = theta[:, 0, 0] * theta[:, 1, 1] - theta[:, 0, 1] * theta[:, 1, 0]  # (B,) det of the 2x2 A
     trans = theta[:, :, 2].pow(2).sum(dim=1)  # (B,)
     return (w_smooth * smooth + w_det * (det - 1.0).pow(2) + w_trans * trans).mean()
 
