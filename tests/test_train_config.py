@@ -1,0 +1,71 @@
+"""Training configs: YAML with typed fields, unknown keys named with the closest valid one, shipped configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from train.config import TrainConfig
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "train" / "configs").glob("*.yaml"))
+
+
+def _yaml(tmp_path, text):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_names_the_closest_valid_key(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown key 'learnig_rate' \(did you mean 'learning_rate'\?\)"):
+        TrainConfig.from_yaml(_yaml(tmp_path, "learnig_rate: 1.0e-4\n"))
+
+
+def test_unknown_model_key_names_the_closest_model_field(tmp_path):
+    config = TrainConfig.from_yaml(_yaml(tmp_path, "model_preset: tiny\nmodel:\n  use_saliency_msk: false\n"))
+    with pytest.raises(ValueError, match=r"'use_saliency_msk'.*did you mean 'use_saliency_mask'"):
+        config.model_config()
+
+
+def test_numbers_yaml_reads_as_strings_become_floats(tmp_path):
+    assert TrainConfig.from_yaml(_yaml(tmp_path, "learning_rate: 1e-4\n")).learning_rate == 1e-4
+
+
+def test_value_of_the_wrong_type_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="epochs_stage1: expected int"):
+        TrainConfig.from_yaml(_yaml(tmp_path, "epochs_stage1: four\n"))
+
+
+def test_defaults_are_the_papers_recipe():
+    config = TrainConfig()
+    assert (config.epochs_stage1, config.epochs_stage2) == (4, 4)
+    assert (config.train_batch_size, config.eval_batch_size) == (10, 8)
+    assert (config.learning_rate, config.weight_decay) == (1.5e-4, 0.05)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_configs_build_their_model_config(path):
+    config = TrainConfig.from_yaml(path)
+    assert config.model_config().image_size in (192, 384)
+
+
+def test_ablations_change_one_thing_of_the_paper_config():
+    directory = CONFIGS[0].parent
+    paper = TrainConfig.from_yaml(directory / "paper.yaml").to_dict()
+
+    def changes(name):
+        config = TrainConfig.from_yaml(directory / name).to_dict()
+        return {k: v for k, v in config.items() if v != paper[k] and k != "output_dir"}
+
+    assert changes("ablation_no_freeze.yaml") == {"epochs_stage1": 0, "epochs_stage2": 8}
+    assert changes("ablation_no_unsupervised.yaml") == {"model": {"use_unsupervised_losses": False}}
+    assert changes("ablation_no_saliency.yaml") == {"model": {"use_saliency_mask": False}}
+    assert changes("ablation_unregistered.yaml") == {"model": {"use_registration": False}}
+
+
+def test_typo_on_the_command_line_exits_with_the_message(tmp_path, capsys):
+    from train.__main__ import main
+
+    assert main(["fit", "--config", str(_yaml(tmp_path, "epochs_stage_1: 2\n"))]) == 2
+    assert "did you mean 'epochs_stage1'" in capsys.readouterr().err

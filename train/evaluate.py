@@ -1,0 +1,115 @@
+"""``python -m train evaluate``: answer a split and score it exactly as the published baselines do.
+
+Writes into ``--out``:
+
+- ``predictions.csv``: row_id, question_type, question, reference, prediction (one row per question);
+- ``metrics.json``: {"all": {...}, "<question_type>": {...}} with Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr from
+  ``diffvqa_core.metrics.score_by_question_type`` (PTBTokenizer, corpus level, keyed by row id, each type
+  rescored on its own); on data with synthetic ground truth also "registration" and "mask"
+  (see ``train.pair_scores``);
+- ``settings.json``: checkpoint, split, decoding and row count, for provenance.
+
+``--checkpoint demo`` evaluates the bundled demo model (``assets/demo_model``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from train.answering import Decoding, answer_batch
+from train.batches import evaluation_loader, open_split
+from train.pair_scores import PairScores
+
+PREDICTION_COLUMNS = ("row_id", "question_type", "question", "reference", "prediction")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the flags of ``python -m train evaluate``."""
+    parser.add_argument("--checkpoint", required=True, help="model directory (e.g. OUTPUT/best) or 'demo'")
+    parser.add_argument("--data-root", required=True, help="benchmark directory (real or synthetic)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--question-type", action="append", dest="question_types", metavar="T",
+                        help="keep only this question family (repeatable; default: all)")
+    parser.add_argument("--num-beams", type=int, default=1, help="1 = greedy (EKAID); PLURAL used 10, VED 2")
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=0, help="PLURAL used 3 with 10 beams")
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--lam", type=float, help="fusion weight lambda of eq. 7 (default: the model's, 0.5)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-samples", type=int, help="score only the first N rows of the split")
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU with AVX-512 bf16, GPUs)")
+    parser.add_argument("--out", required=True, help="directory for predictions.csv and metrics.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the evaluation from parsed flags; returns the exit status (2 with a message on a usage error)."""
+    try:
+        evaluate(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def resolve_checkpoint(name: str) -> Path:
+    """The checkpoint directory for ``--checkpoint`` ("demo" = the bundled demo model)."""
+    from diffvqa_core.pipeline import DEMO_CHECKPOINT
+
+    if name == "demo":
+        if not DEMO_CHECKPOINT.is_dir():
+            raise FileNotFoundError(f"the bundled demo checkpoint is missing at {DEMO_CHECKPOINT}")
+        return DEMO_CHECKPOINT
+    return Path(name)
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    """Generates answers for the chosen rows, writes the three output files and returns the metrics."""
+    from diffvqa_core import DiffVQAModel
+    from diffvqa_core.metrics import score_by_question_type
+
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    model = DiffVQAModel.from_pretrained(checkpoint)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    dataset = open_split(args.data_root, args.split, question_types=args.question_types,
+                         image_size=model.config.image_size, augment=False)
+    loader = evaluation_loader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
+                               limit=args.max_samples)
+    decoding = Decoding(args.num_beams, args.max_new_tokens, args.no_repeat_ngram_size, args.lam)
+    pair_scores = PairScores() if dataset.has_ground_truth else None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
+    rows = []
+    with autocast:
+        for batch in tqdm(loader, desc=f"evaluate {args.split}", unit="batch"):
+            result = answer_batch(model, batch, device, decoding)
+            rows.extend(zip(batch["row_id"], batch["question_type"], batch["question"], batch["answer"],
+                            result.answers))
+            if pair_scores is not None:
+                pair_scores.add(batch, result)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "predictions.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PREDICTION_COLUMNS)
+        writer.writerows(rows)
+    metrics = score_by_question_type((r[0], r[1], r[3], r[4]) for r in rows)
+    if pair_scores is not None:
+        metrics.update(pair_scores.summary())
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    settings = {"checkpoint": str(checkpoint), "data_root": str(args.data_root), "split": args.split,
+                "question_types": args.question_types, "rows": len(rows), "num_beams": args.num_beams,
+                "no_repeat_ngram_size": args.no_repeat_ngram_size, "max_new_tokens": args.max_new_tokens,
+                "lam": model.config.inference_lambda if args.lam is None else args.lam, "bf16": args.bf16}
+    (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    overall = metrics["all"]
+    print("all: " + ", ".join(f"{k} {v:.4f}" for k, v in overall.items()))
+    return metrics
