@@ -4,12 +4,18 @@ The decoder reads ``[<img>, f_mask_main, <img>, f_mask_ref, <qtn>, f_text, <ans>
 then the answer tokens. The question slot keeps its padding (masked out of attention), so every row of a
 batch has the same prefix length and answers start at the same position. Position ids count only
 attended positions, in training and in generation alike.
+
+Greedy decoding runs its own loop (``prefill`` once, then one ``step`` per token over GPT-2's KV cache):
+the same tokens as ``GPT2LMHeadModel.generate`` (a test compares them), without its per-token bookkeeping,
+and with the prefill computing logits for the last position only. Beam search uses ``generate``.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +31,26 @@ class Prefix:
 
     embeddings: torch.Tensor
     mask: torch.Tensor
+
+
+# transformers 5 renamed GPT-2's ``past_key_values`` argument and output to ``cache``; support both.
+CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(GPT2LMHeadModel.forward).parameters else "past_key_values"
+
+
+def _returned_cache(output: Any) -> Any:
+    cache = output.get("cache")
+    return output.get("past_key_values") if cache is None else cache
+
+
+@dataclass
+class DecodeState:
+    """Where greedy decoding stands: GPT-2's KV cache, the attention mask so far (B, T), the position id of
+    the next token (B,) and the logits predicting it (B, V)."""
+
+    cache: Any
+    mask: torch.Tensor
+    next_position: torch.Tensor
+    logits: torch.Tensor
 
 
 def build_gpt2(config: DiffVQAConfig, tokenizer: PreTrainedTokenizerBase, *, pretrained: bool) -> GPT2LMHeadModel:
@@ -116,19 +142,74 @@ class AnswerDecoder(nn.Module):
         return logits[:, prefix.embeddings.shape[1] - 1:]
 
     @torch.no_grad()
-    def generate(self, prefix: Prefix, *, num_beams: int = 1, max_new_tokens: int = 40,
-                 no_repeat_ngram_size: int = 0, use_cache: bool = True) -> torch.Tensor:
-        """Greedy (``num_beams=1``) or beam search after the prefix, with GPT-2's KV cache.
+    def prefill(self, prefix: Prefix) -> DecodeState:
+        """Runs the prefix once, filling the KV cache; logits for its last position only: (B, V)."""
+        out = self.gpt2(inputs_embeds=prefix.embeddings, attention_mask=prefix.mask,
+                        position_ids=positions_from_mask(prefix.mask), use_cache=True, logits_to_keep=1)
+        return DecodeState(_returned_cache(out), prefix.mask, prefix.mask.sum(-1), out.logits[:, -1])
+
+    @torch.no_grad()
+    def step(self, state: DecodeState, token_ids: torch.Tensor) -> DecodeState:
+        """Feeds one token per row (B,) through the cache: the next state, with logits for the token after."""
+        mask = torch.cat([state.mask, state.mask.new_ones(state.mask.shape[0], 1)], dim=1)  # (B, T + 1)
+        out = self.gpt2(input_ids=token_ids[:, None], attention_mask=mask, position_ids=state.next_position[:, None],
+                        use_cache=True, **{CACHE_ARGUMENT: state.cache})
+        return DecodeState(_returned_cache(out), mask, state.next_position + 1, out.logits[:, -1])
+
+    @torch.no_grad()
+    def greedy(self, prefix: Prefix, max_new_tokens: int, *, stop_at_eos: bool = True) -> torch.Tensor:
+        """Greedy decoding with the KV cache: prefill once, then one cached step per token.
+
+        Rows that have emitted the end-of-answer token continue with <pad>; the loop ends when every row
+        has (or after ``max_new_tokens``).
 
         Returns:
-            (B, T) generated token ids, padded with <pad> after the end-of-answer token.
+            (B, T) token ids, T <= max_new_tokens.
+        """
+        state = self.prefill(prefix)
+        eos, pad = self.token_ids["eos"], self.token_ids["pad"]
+        finished = torch.zeros(prefix.mask.shape[0], dtype=torch.bool, device=prefix.mask.device)
+        tokens: list[torch.Tensor] = []
+        for index in range(max_new_tokens):
+            token = state.logits.float().argmax(-1)  # (B,)
+            token = token.masked_fill(finished, pad)
+            tokens.append(token)
+            if stop_at_eos:
+                finished |= token == eos
+                if bool(finished.all()):
+                    break
+            if index + 1 < max_new_tokens:
+                state = self.step(state, token)
+        return torch.stack(tokens, dim=1)
+
+    def room(self, prefix: Prefix, max_new_tokens: int) -> int:
+        """How many new tokens fit after the prefix in GPT-2's position table (at most ``max_new_tokens``).
+
+        Raises:
+            ValueError: when the prefix leaves no room.
         """
         room = self.max_positions - prefix.embeddings.shape[1]
         if room < 1:
             raise ValueError(f"prefix of {prefix.embeddings.shape[1]} tokens leaves no room in GPT-2's "
                              f"{self.max_positions} positions")
+        return min(max_new_tokens, room)
+
+    @torch.no_grad()
+    def generate(self, prefix: Prefix, *, num_beams: int = 1, max_new_tokens: int = 40,
+                 no_repeat_ngram_size: int = 0, use_cache: bool = True, fast: bool = True) -> torch.Tensor:
+        """Greedy (``num_beams=1``) or beam search after the prefix, with GPT-2's KV cache.
+
+        Plain greedy decoding with the cache runs ``greedy`` (same tokens, less overhead per token) unless
+        ``fast`` is False; everything else runs ``GPT2LMHeadModel.generate``.
+
+        Returns:
+            (B, T) generated token ids, padded with <pad> after the end-of-answer token.
+        """
+        max_new_tokens = self.room(prefix, max_new_tokens)
+        if fast and use_cache and num_beams == 1 and no_repeat_ngram_size == 0:
+            return self.greedy(prefix, max_new_tokens)
         generation = GenerationConfig(
-            max_new_tokens=min(max_new_tokens, room), num_beams=num_beams, do_sample=False,
+            max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
             no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=self.token_ids["eos"],
             pad_token_id=self.token_ids["pad"], bos_token_id=self.token_ids["eos"], use_cache=use_cache,
         )

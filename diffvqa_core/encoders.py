@@ -4,14 +4,25 @@ phi = projector(backbone(x)): the backbone is a timm model (Swin-B/4 window 12 a
 whose last stage gives 12 x 12 = 144 tokens of width 1024); the projector is one linear layer, one 8-head
 transformer encoder layer and a two-layer MLP into the decoder width. The question encoder adds learnable
 positions to the decoder's (shared) token embeddings and runs transformer encoder layers over them.
+
+Inference fast path for timm's Swin blocks (``fast_window_attention``): timm shifts the token grid with two
+``torch.roll`` calls, partitions it into windows and reverses both afterwards, which copies the activations
+about six times per block. Because LayerNorm, the linear layers and the residual are per token, the whole
+shift + partition is one fixed permutation of the tokens: the fast path gathers the normalised tokens once
+into window order, runs the window attention with ``F.scaled_dot_product_attention`` (relative position bias
+and shift mask folded into one cached additive mask), and gathers the result back before the residual. Same
+weights, same arithmetic up to float rounding (a test compares it with timm's own forward); used only when
+no gradient is being recorded and the module is in eval mode, with timm's forward everywhere else.
 """
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffvqa_core.config import DiffVQAConfig
@@ -47,6 +58,73 @@ def build_backbone(config: DiffVQAConfig, *, pretrained: bool) -> nn.Module:
                              pretrained_cfg_overlay=overlay, **kwargs)
 
 
+def _window_order(height: int, width: int, window: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
+    """Row-major token indices of an H x W grid in the order of timm's roll(-shift) + window_partition."""
+    index = torch.arange(height * width).view(height, width)
+    if any(shift):
+        index = torch.roll(index, shifts=(-shift[0], -shift[1]), dims=(0, 1))
+    index = index.view(height // window[0], window[0], width // window[1], window[1])
+    return index.permute(0, 2, 1, 3).reshape(-1)  # (H * W,): window-major, row-major inside each window
+
+
+def _window_plan(block: nn.Module, height: int, width: int, like: torch.Tensor):
+    """The block's token permutation, its inverse and the additive attention mask (nW or 1, heads, N, N).
+
+    Cached on the block, keyed by the grid size, device, dtype and the version of the bias table (so loading
+    new weights rebuilds it).
+    """
+    table = block.attn.relative_position_bias_table
+    key = (height, width, like.device, table.data_ptr(), table._version)
+    plan = getattr(block, "_diffvqa_window_plan", None)
+    if plan is not None and plan[0] == key:
+        return plan[1]
+    with torch.no_grad():
+        order = _window_order(height, width, block.window_size, block.shift_size).to(like.device)
+        inverse = torch.argsort(order)
+        mask = block.attn._get_rel_pos_bias().float()  # (1, heads, N, N)
+        if block.attn_mask is not None:
+            mask = mask + block.attn_mask.to(mask).unsqueeze(1)  # (nW, heads, N, N): the shifted windows
+        mask = mask.contiguous()
+    block._diffvqa_window_plan = (key, (order, inverse, mask))
+    return order, inverse, mask
+
+
+def _fast_swin_block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A timm SwinTransformerBlock on (B, H, W, C) with one gather in and one gather out (see module doc)."""
+    batch, height, width, channels = x.shape
+    window_h, window_w = block.window_size
+    if (block.training or torch.is_grad_enabled() or height % window_h or width % window_w
+            or getattr(block, "dynamic_mask", False)):
+        return type(block).forward(block, x)
+    order, inverse, mask = _window_plan(block, height, width, x)
+    attn = block.attn
+    heads, tokens = attn.num_heads, window_h * window_w
+    flat = x.reshape(batch, height * width, channels)  # (B, L, C)
+    windows = block.norm1(flat).index_select(1, order)  # (B, L, C) in window order
+    qkv = attn.qkv(windows).view(-1, tokens, 3, heads, channels // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)  # (B * nW, heads, N, d) each
+    if mask.shape[0] > 1:  # shifted windows: one mask per window, repeated over the batch
+        mask = mask.unsqueeze(0).expand(batch, -1, -1, -1, -1).reshape(-1, heads, tokens, tokens)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))  # (B * nW, heads, N, d)
+    out = attn.proj(out.transpose(1, 2).reshape(batch, height * width, channels))  # (B, L, C) window order
+    flat = flat + out.index_select(1, inverse)
+    flat = flat + block.mlp(block.norm2(flat))
+    return flat.view(batch, height, width, channels)
+
+
+def fast_window_attention(backbone: nn.Module, enabled: bool = True) -> int:
+    """Switches timm Swin blocks of ``backbone`` to the inference fast path (or back); returns how many."""
+    count = 0
+    for module in backbone.modules():
+        if type(module).__name__ == "SwinTransformerBlock" and hasattr(module, "attn"):
+            if enabled:
+                module.forward = types.MethodType(_fast_swin_block_forward, module)
+            else:
+                module.__dict__.pop("forward", None)
+            count += 1
+    return count
+
+
 class Projector(nn.Module):
     """Linear -> one transformer encoder layer -> two-layer MLP (sec. 3.3).
 
@@ -67,7 +145,8 @@ class Projector(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, in_width) -> (B, N, width)."""
-        return self.mlp(self.transformer(self.linear(tokens)))
+        # fp32 into the encoder layer: its fused inference path ignores CPU autocast and would mix dtypes.
+        return self.mlp(self.transformer(self.linear(tokens).float()))
 
 
 class ImageEncoder(nn.Module):
@@ -83,6 +162,7 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.backbone = build_backbone(config, pretrained=pretrained)
         self.projector = Projector(self.backbone.num_features, width, config.projector_heads)
+        self.fast_blocks = fast_window_attention(self.backbone)  # Swin only; 0 for other backbones
         self.grid_size = config.image_size // self.backbone.feature_info[-1]["reduction"]
         data_cfg = self.backbone.pretrained_cfg
         self.register_buffer("mean", torch.tensor(data_cfg["mean"]).view(1, 3, 1, 1), persistent=False)

@@ -21,6 +21,7 @@ class MachineLimits:
     threads: int
     matmul_gflops: dict[str, float]  # dtype name -> GFLOP/s of a square matmul
     copy_gb_per_s: float  # read + write bytes per second of a large tensor copy, in GB/s
+    read_gb_per_s: float = float("nan")  # bytes per second read by a reduction over a large tensor, in GB/s
 
 
 def _best_time(fn, repeats: int) -> float:
@@ -75,12 +76,30 @@ def measure_copy_bandwidth(*, megabytes: int = 512, repeats: int = 5, device: to
     return 2 * source.numel() * 4 / _best_time(run, repeats) / 1e9
 
 
+def measure_read_bandwidth(*, megabytes: int = 512, repeats: int = 5, device: torch.device | str = "cpu") -> float:
+    """Best-of-``repeats`` bandwidth of reading a large float32 tensor once (a sum), in GB/s.
+
+    Decoding a token reads every weight and writes almost nothing, so this is its tighter floor.
+    """
+    device = torch.device(device)
+    source = torch.empty(megabytes * 2**20 // 4, dtype=torch.float32, device=device).uniform_()
+    source.sum()
+
+    def run() -> None:
+        source.sum()
+        _sync(device)
+
+    return source.numel() * 4 / _best_time(run, repeats) / 1e9
+
+
 def measure_machine_limits(device: torch.device | str = "cpu", *, quick: bool = False) -> MachineLimits:
-    """Measure the matmul rate (fp32, and bf16 where native) and the copy bandwidth of ``device``."""
+    """Measure the matmul rate (fp32, and bf16 where native), the copy and the read bandwidth of ``device``."""
     size, repeats = (512, 2) if quick else (2048, 5)
     rates = {"float32": measure_matmul_gflops(torch.float32, size=size, repeats=repeats, device=device)}
     if bf16_supported(device):
         rates["bfloat16"] = measure_matmul_gflops(torch.bfloat16, size=size, repeats=repeats, device=device)
-    bandwidth = measure_copy_bandwidth(megabytes=64 if quick else 512, repeats=repeats, device=device)
+    megabytes = 64 if quick else 512
+    bandwidth = measure_copy_bandwidth(megabytes=megabytes, repeats=repeats, device=device)
+    read = measure_read_bandwidth(megabytes=megabytes, repeats=repeats, device=device)
     return MachineLimits(device=str(device), threads=torch.get_num_threads(), matmul_gflops=rates,
-                         copy_gb_per_s=bandwidth)
+                         copy_gb_per_s=bandwidth, read_gb_per_s=read)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -39,6 +40,9 @@ from diffvqa_core.tokenizer import load_tokenizer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+PICKLE_REFUSAL = ("pickle checkpoints can run code when loaded and are never read; only safetensors and JSON are. "
+                  "Convert it to model.safetensors where its source is trusted")
 LOSS_TERMS = ("lm", "reg", "mask_main", "mask_ref", "pred_main", "pred_ref", "gram", "gram_mask", "koleo")
 
 
@@ -376,6 +380,7 @@ class DiffVQAModel(nn.Module):
             ValueError: when the weights do not fit the config (names the keys).
         """
         directory = Path(directory)
+        refuse_pickle_checkpoint(directory)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory} is not a diffvqa checkpoint: {name} is missing")
@@ -386,4 +391,21 @@ class DiffVQAModel(nn.Module):
             load_model(model, str(directory / WEIGHTS_FILE), strict=True)
         except RuntimeError as error:
             raise ValueError(f"weights in {directory / WEIGHTS_FILE} do not match the config: {error}") from error
+        except SafetensorError as error:
+            raise ValueError(f"{directory / WEIGHTS_FILE} is truncated or not a safetensors file: {error}") from error
         return model.eval()
+
+
+def refuse_pickle_checkpoint(path: Path) -> None:
+    """Raises ValueError for a pickle checkpoint (a file, or a folder with no model.safetensors but a pickle).
+
+    Unpickling can run arbitrary code, so ``pytorch_model.bin`` / ``*.pt`` files are never opened here.
+    """
+    if path.is_file():
+        what = "a pickle file" if path.suffix.lower() in PICKLE_SUFFIXES else "a file"
+        raise ValueError(f"{path.name} is {what}; give a checkpoint folder with {CONFIG_FILE} and {WEIGHTS_FILE}"
+                         + (f" ({PICKLE_REFUSAL})" if what == "a pickle file" else ""))
+    pickles = sorted(p.name for p in path.glob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles and not (path / WEIGHTS_FILE).is_file():
+        raise ValueError(f"{path} holds a pickle checkpoint ({', '.join(pickles)}) and no {WEIGHTS_FILE}: "
+                         f"{PICKLE_REFUSAL}")

@@ -5,11 +5,18 @@ model's stages (``model.py``). Stages 1-4 (registration, DINO prior U, unmasked 
 do not depend on lambda or on the question: they are cached on the Analysis, so ``reanalyze`` only fuses
 (eq. 7), re-encodes the masked pair (eq. 8-9) and decodes (eq. 10), and ``fuse`` recomputes M for an
 overlay without any network pass.
+
+Speed (``python -m diffvqa_core.bench`` measures each against the machine's limits): everything runs under
+``torch.inference_mode``; the visual state of the last few pairs is kept (keyed by the pixels), so a new
+question about the same pair skips stages 1-4 too; ``dtype=torch.bfloat16`` opts into bf16 autocast (about
+twice the matmul rate on CPUs with AVX-512 BF16 / AMX and on recent GPUs; answers may differ from fp32).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +32,21 @@ from diffvqa_core.tokenizer import local_tokenizer
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
 MAX_QUESTION_CHARS = 1000
 RANDOM_INIT = "random-init"
+DTYPES = (torch.float32, torch.bfloat16)
+
+
+def inference_context(dtype: torch.dtype, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:
+    """``torch.inference_mode`` for fp32; ``no_grad`` + autocast for bf16.
+
+    Not inference mode under autocast: there autocast's cache of bf16 weight copies is bypassed, so every
+    decoded token would cast all of GPT-2's weights again (measured 2.3x slower per token than fp32).
+    """
+    if dtype == torch.float32:
+        return torch.inference_mode()
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.no_grad())
+    stack.enter_context(torch.autocast(device_type=torch.device(device).type, dtype=dtype))
+    return stack
 
 
 class QuestionError(ValueError):
@@ -85,14 +107,47 @@ class DiffVQAPipeline:
         checkpoint_name: what the app shows as the loaded checkpoint.
         checkpoint_sha256: digest of model.safetensors, or "random-init".
         is_demo: whether this is the bundled demo checkpoint (trained on synthetic data).
+        dtype: torch.float32 (default), or torch.bfloat16 to run the networks under bf16 autocast (opt-in:
+            faster where the hardware has bf16 matmuls, answers may differ slightly from fp32).
+        state_cache_size: how many image pairs keep their visual state (stages 1-4) for new questions.
     """
 
     def __init__(self, model: DiffVQAModel, *, checkpoint_name: str, checkpoint_sha256: str,
-                 is_demo: bool = False) -> None:
+                 is_demo: bool = False, dtype: torch.dtype = torch.float32, state_cache_size: int = 2) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype}")
         self.model = model.eval()
         self.checkpoint_name = checkpoint_name
         self.checkpoint_sha256 = checkpoint_sha256
         self.is_demo = is_demo
+        self.dtype = dtype
+        self.state_cache_size = state_cache_size
+        self._states: OrderedDict[str, VisualState] = OrderedDict()
+
+    def _inference(self) -> contextlib.AbstractContextManager:
+        """The context every network pass of the pipeline runs in (see ``inference_context``)."""
+        return inference_context(self.dtype, next(self.model.parameters()).device)
+
+    def clear_cache(self) -> None:
+        """Forgets the cached visual states (the next ``analyze`` of any pair runs every stage)."""
+        self._states.clear()
+
+    def _visual_state(self, main_input: torch.Tensor, ref_input: torch.Tensor) -> VisualState:
+        """Stages 1-4 of the pair, from the cache when the same pixels were analysed recently."""
+        if self.state_cache_size <= 0:
+            return self.model.visual_state(main_input, ref_input)
+        digest = hashlib.sha256()
+        for tensor in (main_input, ref_input):
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        key = digest.hexdigest()
+        if key in self._states:
+            self._states.move_to_end(key)
+            return self._states[key]
+        state = self.model.visual_state(main_input, ref_input)
+        self._states[key] = state
+        while len(self._states) > self.state_cache_size:
+            self._states.popitem(last=False)
+        return state
 
     @property
     def config(self) -> DiffVQAConfig:
@@ -100,28 +155,30 @@ class DiffVQAPipeline:
         return self.model.config
 
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None) -> DiffVQAPipeline:
+    def from_pretrained(cls, path: str | Path | None = None, *, dtype: torch.dtype = torch.float32) -> DiffVQAPipeline:
         """Loads a checkpoint directory; None means the bundled demo checkpoint (assets/demo_model).
+
+        ``dtype=torch.bfloat16`` opts into bf16 autocast (see the class).
 
         Raises:
             FileNotFoundError: when the directory or its files are missing.
+            ValueError: a pickle checkpoint (never read), or weights that do not match the config.
         """
         directory = Path(path) if path is not None else DEMO_CHECKPOINT
-        if not directory.is_dir():
+        if not directory.exists():
             hint = " (the bundled demo checkpoint has not been trained yet)" if path is None else ""
             raise FileNotFoundError(f"no diffvqa checkpoint at {directory}{hint}")
         model = DiffVQAModel.from_pretrained(directory)
         return cls(model, checkpoint_name=directory.name, checkpoint_sha256=file_sha256(directory / WEIGHTS_FILE),
-                   is_demo=path is None or directory.resolve() == DEMO_CHECKPOINT.resolve())
+                   is_demo=path is None or directory.resolve() == DEMO_CHECKPOINT.resolve(), dtype=dtype)
 
     @classmethod
-    def from_config(cls, config: DiffVQAConfig) -> DiffVQAPipeline:
+    def from_config(cls, config: DiffVQAConfig, *, dtype: torch.dtype = torch.float32) -> DiffVQAPipeline:
         """A pipeline over a randomly initialised model (no pretrained part is fetched): tests, benchmarks."""
         model = DiffVQAModel(config, local_tokenizer(config.local_tokenizer_vocab_size), load_pretrained_parts=False)
-        return cls(model, checkpoint_name=RANDOM_INIT, checkpoint_sha256=RANDOM_INIT)
+        return cls(model, checkpoint_name=RANDOM_INIT, checkpoint_sha256=RANDOM_INIT, dtype=dtype)
 
     # ------------------------------------------------------------------------------------ analysis
-    @torch.inference_mode()
     def analyze(self, main: imaging.ImageSource, ref: imaging.ImageSource, question: str,
                 lam: float | None = None, num_beams: int = 1, max_new_tokens: int = 40) -> Analysis:
         """Reads both visits, registers, builds the masks and answers the question.
@@ -144,10 +201,10 @@ class DiffVQAPipeline:
         device = next(self.model.parameters()).device
         main_input = imaging.to_model_input(imaging.read_image(main), size).unsqueeze(0).to(device)  # (1, 3, S, S)
         ref_input = imaging.to_model_input(imaging.read_image(ref), size).unsqueeze(0).to(device)
-        state = self.model.visual_state(main_input, ref_input)
-        return self._answer(state, _plane(main_input), question, lam, num_beams, max_new_tokens)
+        with self._inference():  # one region: under bf16 autocast each weight is cast once per case
+            state = self._visual_state(main_input, ref_input)
+            return self._answer(state, _plane(main_input), question, lam, num_beams, max_new_tokens)
 
-    @torch.inference_mode()
     def reanalyze(self, analysis: Analysis, lam: float | None = None, question: str | None = None,
                   num_beams: int | None = None, max_new_tokens: int = 40) -> Analysis:
         """Answers again from the cached registration, unmasked features and masks of ``analysis``.
@@ -162,8 +219,9 @@ class DiffVQAPipeline:
             max_new_tokens: longest answer in tokens.
         """
         question = self._check_question(analysis.question if question is None else question)
-        return self._answer(analysis._state, analysis.main_image, question, analysis.lam if lam is None else lam,
-                            analysis.num_beams if num_beams is None else num_beams, max_new_tokens)
+        with self._inference():
+            return self._answer(analysis._state, analysis.main_image, question, analysis.lam if lam is None else lam,
+                                analysis.num_beams if num_beams is None else num_beams, max_new_tokens)
 
     def fuse(self, analysis: Analysis, lam: float) -> np.ndarray:
         """M for another lambda, for an overlay only: (S, S) float32 in [0, 1], no network pass."""
@@ -189,6 +247,11 @@ class DiffVQAPipeline:
     def _check_question(question: str) -> str:
         if not isinstance(question, str):
             raise QuestionError(f"the question must be text, not {type(question).__name__}")
+        if not question.isascii():
+            try:
+                question.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: the tokenizer would fail with a TypeError
+                raise QuestionError("the question contains invalid Unicode characters: type it again") from None
         question = question.strip()
         if not question:
             raise QuestionError("the question is empty: type a question about the two images")

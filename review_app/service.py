@@ -9,6 +9,7 @@ exports read (the database itself never holds pixels).
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import threading
 from collections import OrderedDict
@@ -28,6 +29,7 @@ from review_app.errors import UserError
 from review_app.questions import question_type
 from review_app.rendering import Display, Views
 
+log = logging.getLogger("diffvqa.app")
 CACHED_ANALYSES = 32
 MAX_EXPORT_ROWS = 5_000
 
@@ -136,23 +138,35 @@ class ReviewService:
                       lam: float | None = None) -> int:
         """Store a review, then the overlay picture as the reviewer saw it (when still in memory).
 
+        The picture is rendered before the review is stored, so that a bad display value (e.g. lambda outside
+        [0, 1]) stores nothing; once the review is stored, the call succeeds even if the picture cannot be
+        written (a confirmed review is never reported as failed).
+
         Raises:
             UserError: nothing analysed yet.
             FeedbackValidationError: any bad value (nothing is stored).
         """
         if analysis_id is None or (isinstance(analysis_id, float) and np.isnan(analysis_id)):
             raise UserError("Analyse a case before saving a review.")
+        picture = self._review_picture(int(analysis_id), display or Display(), lam)
         review_id = self.store.record_review(analysis_id=int(analysis_id), reviewer=reviewer, verdict=verdict,
                                              corrected_answer=corrected_answer, mask_rating=mask_rating,
                                              comment=comment)
-        with self._cache_lock:
-            known = int(analysis_id) in self._entries
-        if known:
-            settings = display or Display()
-            picture_lam = self._entry(int(analysis_id)).analysis.lam if lam is None else lam
-            views = self.render(int(analysis_id), picture_lam, settings)
-            self.overlays.put(int(analysis_id), rendering.review_png(views, settings.mask, picture_lam))
+        if picture is not None:
+            try:
+                self.overlays.put(int(analysis_id), picture)
+            except OSError:
+                log.warning("review #%d is stored; its overlay picture could not be written", review_id, exc_info=True)
         return review_id
+
+    def _review_picture(self, analysis_id: int, display: Display, lam: float | None) -> bytes | None:
+        """The side-by-side overlay PNG of an analysis still in memory (None when it is not)."""
+        with self._cache_lock:
+            entry = self._entries.get(analysis_id)
+        if entry is None:
+            return None
+        picture_lam = entry.analysis.lam if lam is None else lam
+        return rendering.review_png(self.render(analysis_id, picture_lam, display), display.mask, picture_lam)
 
     def find_reviews(self, *, question_type: str | None = None, verdicts: Iterable[str] = ("disagree", "partly"),
                      reviewer: str | None = None, since: str | None = None, until: str | None = None) -> list[ReviewRow]:
@@ -219,7 +233,9 @@ def _read(path: str | Path, what: str) -> np.ndarray:
         return read_image(path)
     except ImageReadError as exc:
         message = str(exc)
-        raise ImageReadError(f"{what}: {message[:1].lower() + message[1:]}") from None
+        if not message[1:2].isupper():  # keep "DICOM ..." as it is
+            message = message[:1].lower() + message[1:]
+        raise ImageReadError(f"{what}: {message}") from None
 
 
 def parse_day(text: str | None, which: str) -> datetime | None:
