@@ -11,7 +11,8 @@ from PIL import Image
 
 from diffvqa_core import DiffVQAConfig, DiffVQAPipeline
 from diffvqa_core.imaging import ImageReadError
-from diffvqa_core.pipeline import DEMO_CHECKPOINT, QuestionError
+from diffvqa_core import pipeline as pipeline_module
+from diffvqa_core.pipeline import QuestionError
 
 QUESTION = "what has changed compared to the reference image?"
 
@@ -110,7 +111,7 @@ def test_from_pretrained_reports_checkpoint_name_and_hash(pipe, pair, tmp_path):
     assert loaded.analyze(*pair, QUESTION, max_new_tokens=6).answer == expected
 
 
-@pytest.mark.skipif(DEMO_CHECKPOINT.exists(), reason="the demo checkpoint is bundled")
-def test_missing_demo_checkpoint_raises_file_not_found():
+def test_missing_demo_checkpoint_raises_file_not_found(monkeypatch, tmp_path):
+    monkeypatch.setattr(pipeline_module, "DEMO_CHECKPOINT", tmp_path / "no_demo_here")
     with pytest.raises(FileNotFoundError, match="demo"):
         DiffVQAPipeline.from_pretrained(None)
