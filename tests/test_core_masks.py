@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
-from diffvqa_core import DiffVQAConfig, DiffVQAModel
-
-
-def build(**overrides) -> DiffVQAModel:
-    torch.manual_seed(0)
-    return DiffVQAModel(dataclasses.replace(DiffVQAConfig.from_preset("tiny"), **overrides))
+from diffvqa_core import DiffVQAModel
+from tiny_model_support import build_tiny_model as build
 
 
 @pytest.fixture(scope="module")

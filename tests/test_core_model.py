@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
-from diffvqa_core import DiffVQAConfig, DiffVQAModel
+from diffvqa_core import DiffVQAModel
 from diffvqa_core.model import LOSS_TERMS
+from tiny_model_support import build_tiny_model as build
 
 QUESTIONS = ["is there any pleural effusion?", "what has changed compared to the reference image?"]
 ANSWERS = ["yes", "the main image has additional findings of edema"]
-
-
-def build(**overrides) -> DiffVQAModel:
-    torch.manual_seed(0)
-    return DiffVQAModel(dataclasses.replace(DiffVQAConfig.from_preset("tiny"), **overrides))
 
 
 @pytest.fixture(scope="module")
