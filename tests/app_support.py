@@ -39,6 +39,18 @@ def tiny_pipeline() -> Any:
     return DiffVQAPipeline.from_config(DiffVQAConfig.from_preset("tiny"))
 
 
+def single_thread_tiny_pipeline() -> Iterator[Any]:
+    """``tiny_pipeline`` with torch on one thread while it is in use (the two cores are shared), for fixtures."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield tiny_pipeline()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_app(tmp: Path, examples_dir: Path, n_examples: int = 4, auth: Any = None) -> Iterator[RunningApp]:
     """Build and launch the app on SQLite in ``tmp``; close it afterwards. Torch uses one thread meanwhile
     (the test machines' two cores are shared; two threads per process oversubscribe them)."""

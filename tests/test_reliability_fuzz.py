@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app_support import tiny_pipeline
+from app_support import single_thread_tiny_pipeline
 from feedback_db.validation import clean_text
 from feedback_support import DB_KINDS, analysis_values, database_url
 from reliability_support import QUESTION, row_counts, valid_png
@@ -37,12 +37,7 @@ TEXT = st.one_of(
 
 @pytest.fixture(scope="module")
 def pipe():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: one thread per process wastes less
-    yield tiny_pipeline()
-    torch.set_num_threads(threads)
+    yield from single_thread_tiny_pipeline()
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app_support import RunningApp, run_app, tiny_pipeline
+from app_support import RunningApp, run_app, single_thread_tiny_pipeline
 from reliability_support import (
     BAD_INPUTS,
     QUESTION,
@@ -47,12 +47,7 @@ def handling_table() -> Iterator[HandlingTable]:
 
 @pytest.fixture(scope="module")
 def pipe():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: one thread per process wastes less
-    yield tiny_pipeline()
-    torch.set_num_threads(threads)
+    yield from single_thread_tiny_pipeline()
 
 
 @pytest.fixture(scope="module")
