@@ -63,6 +63,7 @@ class DiffVQAConfig:
     # Registration (eq. 1-2): shallow CNN on the downsampled pair.
     registration_size: int = 128
     registration_channels: tuple[int, ...] = (16, 32, 64, 64)
+    registration_pool: int = 4  # not in the paper: side of the pooled grid the affine head reads
 
     # Adaptive mask (eq. 5-6).
     mask_head_hidden: int = 256  # width of the 3-layer MLP g
@@ -77,6 +78,12 @@ class DiffVQAConfig:
     alpha_gram: float = 0.1
     alpha_koleo: float = 0.001
     koleo_eps: float = 1e-8
+    # Not in the paper (0 = the paper): weight of an image-similarity term, 1 - NCC of the registered main and
+    # the reference at registration_size, added to L_reg. Trained only through L_lm and eq. 2, our
+    # registration drifted away from alignment; this term gives it the signal an unsupervised registration
+    # network is normally trained with (see diffvqa_core.losses.image_similarity_loss).
+    alpha_similarity: float = 0.0
+    similarity_size: int = 128  # side at which that NCC is computed
 
     # Fusion weight lambda (eq. 7): cosine from lambda_start to lambda_end over training.
     lambda_start: float = 1.0
@@ -87,6 +94,9 @@ class DiffVQAConfig:
     use_unsupervised_losses: bool = True  # False: mask, pred, gram and KoLeo weights are 0
     use_saliency_mask: bool = True  # False: M = 1, the unmasked baseline (sec. 3.8)
     use_registration: bool = True  # False: theta = identity (the "unregistered" row)
+    # Not a paper row: False gives the question-only baseline, the decoder reading [<img>, <img>, <qtn>,
+    # f_text, <ans>] with no image tokens (how far the language prior alone gets).
+    use_images: bool = True
 
     # The paper's three ambiguous points; see diffvqa_core.losses for the reasons behind each default.
     mask_gate: str = "encoded_mask"  # gate of L_mask: phi(M) tokens, or M average-pooled to the token grid

@@ -49,13 +49,18 @@ def build_backbone(config: DiffVQAConfig, *, pretrained: bool) -> nn.Module:
     """Creates the timm backbone without classifier; pretrained weights come from timm's own loader."""
     kwargs = dict(config.image_encoder_overrides)
     kwargs.setdefault("img_size", config.image_size)
-    if not pretrained:
-        return timm.create_model(config.image_encoder, pretrained=False, num_classes=0, **kwargs)
-    overlay = None
-    if config.image_encoder_weights:
-        overlay = dict(file=resolve_weights_file(config.image_encoder_weights))
-    return timm.create_model(config.image_encoder, pretrained=True, num_classes=0,
-                             pretrained_cfg_overlay=overlay, **kwargs)
+    if pretrained:
+        overlay = None
+        if config.image_encoder_weights:
+            overlay = dict(file=resolve_weights_file(config.image_encoder_weights))
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=overlay)
+    try:
+        return timm.create_model(config.image_encoder, num_classes=0, **kwargs)
+    except TypeError as error:  # convolutional backbones (ConvNeXt, ResNet) take any input size, no img_size
+        if "img_size" not in str(error) or "img_size" in config.image_encoder_overrides:
+            raise
+        kwargs.pop("img_size")
+        return timm.create_model(config.image_encoder, num_classes=0, **kwargs)
 
 
 def _window_order(height: int, width: int, window: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:

@@ -55,6 +55,24 @@ def registration_loss(theta: torch.Tensor, w_smooth: float = 1e-4, w_det: float 
     return (w_smooth * smooth + w_det * (det - 1.0).pow(2) + w_trans * trans).mean()
 
 
+def image_similarity_loss(registered_main: torch.Tensor, ref: torch.Tensor, size: int) -> torch.Tensor:
+    """1 - normalised cross-correlation of the registered main and the reference, averaged over the batch.
+
+    Not in the paper (``alpha_similarity``, default 0). Both images are reduced to grey, blurred by
+    antialiased downsampling to ``size`` x ``size`` (the registration network's own view) and compared
+    globally: NCC is blind to the exposure differences between visits, and a global score over a
+    downsampled image is smooth in the six affine parameters. The images are the model inputs (B, 3, H, W)
+    in [0, 1]; the result is a 0-d tensor in [0, 2], 0 for identical images up to gain and offset.
+    """
+    pair = torch.cat([registered_main.float().mean(1, keepdim=True), ref.float().mean(1, keepdim=True)])
+    pair = F.interpolate(pair, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    flat = pair.flatten(1)  # (2B, size * size)
+    flat = flat - flat.mean(1, keepdim=True)
+    flat = flat / (flat.norm(dim=1, keepdim=True) + 1e-6)
+    main, reference = flat.chunk(2)
+    return (1.0 - (main * reference).sum(1)).mean()
+
+
 def language_modeling_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Teacher-forced cross-entropy on the answer tokens only (eq. 11).
 

@@ -43,7 +43,7 @@ WEIGHTS_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 PICKLE_REFUSAL = ("pickle checkpoints can run code when loaded and are never read; only safetensors and JSON are. "
                   "Convert it to model.safetensors where its source is trusted")
-LOSS_TERMS = ("lm", "reg", "mask_main", "mask_ref", "pred_main", "pred_ref", "gram", "gram_mask", "koleo")
+LOSS_TERMS = ("lm", "reg", "sim", "mask_main", "mask_ref", "pred_main", "pred_ref", "gram", "gram_mask", "koleo")
 
 
 @dataclass
@@ -106,17 +106,20 @@ class DiffVQAOutput:
         logits: (B, T, V) answer logits.
         state: the visual state (unmasked features etc.).
         masked: the masked features.
+
+    The question-only baseline (``use_images`` False) computes no visual stage: theta, the masks, state and
+    masked are None and every term but L_lm is 0.
     """
 
     loss: torch.Tensor
     terms: dict[str, torch.Tensor]
-    theta: torch.Tensor
-    prior_mask: torch.Tensor
-    adaptive_mask: torch.Tensor
-    fused_mask: torch.Tensor
+    theta: torch.Tensor | None
+    prior_mask: torch.Tensor | None
+    adaptive_mask: torch.Tensor | None
+    fused_mask: torch.Tensor | None
     logits: torch.Tensor
-    state: VisualState
-    masked: MaskedFeatures
+    state: VisualState | None
+    masked: MaskedFeatures | None
 
 
 class DiffVQAModel(nn.Module):
@@ -142,7 +145,8 @@ class DiffVQAModel(nn.Module):
         build = config if load_pretrained_parts else config.random_init()
         self.decoder = AnswerDecoder(build, self.tokenizer, pretrained=build.decoder_pretrained)
         width = self.decoder.width
-        self.registration = AffineRegistration(config.registration_size, config.registration_channels)
+        self.registration = AffineRegistration(config.registration_size, config.registration_channels,
+                                               config.registration_pool)
         self.image_encoder = ImageEncoder(build, width, pretrained=build.image_encoder_pretrained)
         self.prior = DinoPrior(build, pretrained=build.prior_pretrained)
         self.mask_head = AdaptiveMaskHead(width, config.mask_head_hidden)
@@ -211,15 +215,26 @@ class DiffVQAModel(nn.Module):
         adaptive = self.adaptive_mask(features_main, features_ref)
         return VisualState(registration, ref, features_main, features_ref, prior, adaptive)
 
-    def prefix(self, masked: MaskedFeatures, question_ids: torch.Tensor, question_mask: torch.Tensor) -> Prefix:
-        """The decoder input of eq. 10 from the masked features and the (B, L) question tokens."""
+    def prefix(self, masked: MaskedFeatures | None, question_ids: torch.Tensor, question_mask: torch.Tensor) -> Prefix:
+        """The decoder input of eq. 10 from the masked features and the (B, L) question tokens.
+
+        The question-only baseline (``use_images`` False) keeps the layout with zero image tokens (``masked``
+        is then ignored and may be None).
+        """
         question = self.encode_question(question_ids, question_mask)  # (B, L, D)
+        if not self.config.use_images:
+            masked = self.no_image_tokens(question)
         return self.decoder.build_prefix(masked.masked_main, masked.masked_ref, question, question_mask)
 
-    def decode(self, masked: MaskedFeatures, question_ids: torch.Tensor, question_mask: torch.Tensor,
+    def decode(self, masked: MaskedFeatures | None, question_ids: torch.Tensor, question_mask: torch.Tensor,
                answer_ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
         """Stage 7 (eq. 10-11): teacher-forced answer logits (B, T, V)."""
         return self.decoder(self.prefix(masked, question_ids, question_mask), answer_ids, answer_mask)
+
+    def no_image_tokens(self, like: torch.Tensor) -> MaskedFeatures:
+        """Empty (B, 0, D) image token sequences for the question-only baseline."""
+        empty = like.new_zeros(like.shape[0], 0, like.shape[-1])
+        return MaskedFeatures(empty, empty, None)
 
     # ------------------------------------------------------------------------------------ training
     def forward(self, main: torch.Tensor, ref: torch.Tensor, question_ids: torch.Tensor,
@@ -237,6 +252,8 @@ class DiffVQAModel(nn.Module):
         Returns:
             DiffVQAOutput with the total loss, each unweighted term, masks and logits.
         """
+        if not self.config.use_images:
+            return self.question_only_forward(question_ids, question_mask, answer_ids, answer_mask)
         state = self.visual_state(main, ref)
         fused = self.fuse(state.prior.union, state.adaptive.fused, lam)  # (B, 1, H, W)
         masked = self.masked_encode(state, fused, with_mask_image=self.config.mask_gate == "encoded_mask")
@@ -247,6 +264,15 @@ class DiffVQAModel(nn.Module):
             prior_mask=state.prior.union, adaptive_mask=state.adaptive.fused, fused_mask=fused, logits=logits,
             state=state, masked=masked,
         )
+
+    def question_only_forward(self, question_ids: torch.Tensor, question_mask: torch.Tensor,
+                              answer_ids: torch.Tensor, answer_mask: torch.Tensor) -> DiffVQAOutput:
+        """Training pass of the question-only baseline: L_lm from the question alone, every other term 0."""
+        logits = self.decode(None, question_ids, question_mask, answer_ids, answer_mask)  # no image tokens
+        lm = losses.language_modeling_loss(logits, answer_ids, answer_mask)
+        terms = {name: (lm if name == "lm" else lm.new_zeros(())) for name in LOSS_TERMS}
+        return DiffVQAOutput(loss=lm, terms=terms, theta=None, prior_mask=None, adaptive_mask=None,
+                             fused_mask=None, logits=logits, state=None, masked=None)
 
     def loss_terms(self, state: VisualState, masked: MaskedFeatures, fused: torch.Tensor, logits: torch.Tensor,
                    answer_ids: torch.Tensor, answer_mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -260,6 +286,7 @@ class DiffVQAModel(nn.Module):
         return {
             "lm": losses.language_modeling_loss(logits, answer_ids, answer_mask),
             "reg": losses.registration_loss(theta, cfg.reg_w_smooth, cfg.reg_w_det, cfg.reg_w_trans),
+            "sim": losses.image_similarity_loss(state.registration.registered_main, state.ref, cfg.similarity_size),
             "mask_main": losses.mask_consistency_loss(masked.masked_main, target_main, gate),
             "mask_ref": losses.mask_consistency_loss(masked.masked_ref, target_ref, gate),
             "pred_main": losses.prediction_loss(self.prediction_head(masked.masked_main), target_main),
@@ -292,7 +319,7 @@ class DiffVQAModel(nn.Module):
         cfg = self.config
         aux = 1.0 if cfg.use_unsupervised_losses else 0.0
         return {
-            "lm": 1.0, "reg": 1.0,
+            "lm": 1.0, "reg": 1.0, "sim": cfg.alpha_similarity if cfg.use_registration else 0.0,
             "mask_main": aux * cfg.alpha_mask, "mask_ref": aux * cfg.alpha_mask,
             "pred_main": aux * cfg.alpha_pred, "pred_ref": aux * cfg.alpha_pred,
             "gram": aux * cfg.alpha_gram, "gram_mask": aux * cfg.alpha_gram,
@@ -304,8 +331,14 @@ class DiffVQAModel(nn.Module):
         return sum(weight * terms[name] for name, weight in self.loss_weights().items() if weight)
 
     def set_image_encoder_trainable(self, flag: bool) -> None:
-        """Freezes (stage 1 of sec. 3.6) or unfreezes phi: the backbone and the projector."""
-        self.image_encoder.requires_grad_(flag)
+        """Freezes (stage 1 of sec. 3.6) or unfreezes phi's pretrained backbone.
+
+        The paper freezes "the image encoder's weights" so as not to compromise "existing semantic
+        information within the pretrained image encoder"; the projector is new (random at the start), so it
+        stays trainable: frozen, stage 1 would feed the decoder a fixed random projection.
+        """
+        self.image_encoder.backbone.requires_grad_(flag)
+        self.image_encoder.projector.requires_grad_(True)
 
     # ----------------------------------------------------------------------------------- inference
     def tokenize(self, questions: list[str], answers: list[str] | None = None) -> dict[str, torch.Tensor]:

@@ -68,3 +68,29 @@ def test_language_modeling_loss_ignores_padding():
     logits[0, 0, 2] = 50.0
     targets = torch.tensor([[2, 1, 1]])
     assert language_modeling_loss(logits, targets, torch.tensor([[1, 0, 0]])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def _blob_image(shift_px: float = 0.0) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    blob = torch.exp(-((yy - 30.0) ** 2 + (xx - 26.0 - shift_px) ** 2) / 60.0)
+    return blob.expand(1, 3, 64, 64).clone()
+
+
+def test_image_similarity_is_zero_up_to_gain_and_offset():
+    from diffvqa_core.losses import image_similarity_loss
+
+    image = _blob_image()
+    assert image_similarity_loss(image, 0.2 + 0.5 * image, 32).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_image_similarity_grows_with_misalignment_and_its_gradient_points_back():
+    from diffvqa_core.losses import image_similarity_loss
+    from diffvqa_core.registration import warp
+
+    ref = _blob_image()
+    losses = [image_similarity_loss(_blob_image(shift), ref, 32).item() for shift in (0.0, 3.0, 6.0)]
+    assert losses[0] < losses[1] < losses[2]
+    # main = ref moved 4 px right: sampling further right (t_x > 0) registers it, so the gradient on t_x is < 0.
+    theta = torch.eye(2, 3).unsqueeze(0).requires_grad_(True)
+    image_similarity_loss(warp(_blob_image(4.0), theta), ref, 32).backward()
+    assert theta.grad[0, 0, 2].item() < 0.0

@@ -30,7 +30,7 @@ def test_forward_returns_every_loss_term_and_weighted_total(model, images):
     assert set(out.terms) == set(LOSS_TERMS)
     assert all(term.ndim == 0 and torch.isfinite(term) for term in out.terms.values())
     cfg = model.config
-    expected = (out.terms["lm"] + out.terms["reg"]
+    expected = (out.terms["lm"] + out.terms["reg"] + cfg.alpha_similarity * out.terms["sim"]
                 + cfg.alpha_mask * (out.terms["mask_main"] + out.terms["mask_ref"])
                 + cfg.alpha_pred * (out.terms["pred_main"] + out.terms["pred_ref"])
                 + cfg.alpha_gram * (out.terms["gram"] + out.terms["gram_mask"])
@@ -73,9 +73,10 @@ def test_empty_question_cannot_be_tokenized(model):
         model.tokenize([""])
 
 
-def test_set_image_encoder_trainable_freezes_backbone_and_projector(model):
+def test_set_image_encoder_trainable_freezes_the_backbone_only(model):
     model.set_image_encoder_trainable(False)
-    assert not any(p.requires_grad for p in model.image_encoder.parameters())
+    assert not any(p.requires_grad for p in model.image_encoder.backbone.parameters())
+    assert all(p.requires_grad for p in model.image_encoder.projector.parameters())  # new, not pretrained
     assert all(p.requires_grad for p in model.mask_head.parameters())
     model.set_image_encoder_trainable(True)
     assert all(p.requires_grad for p in model.image_encoder.parameters())
@@ -123,3 +124,30 @@ def test_tiny_loss_falls_over_50_steps_on_a_fixed_batch(images):
         optimizer.step()
         history.append(loss.item())
     assert sum(history[-5:]) / 5 < 0.5 * sum(history[:5]) / 5
+
+
+def test_similarity_term_joins_the_total_only_with_registration_on(images):
+    text = None
+    for use_registration in (True, False):
+        model = build(alpha_similarity=2.0, use_registration=use_registration)
+        text = text or model.tokenize(QUESTIONS, ANSWERS)
+        out = model(*images, **text)
+        assert out.terms["sim"].item() > 0.0  # two random images are far from similar
+        weight = 2.0 if use_registration else 0.0  # without registration nothing could lower it
+        assert model.loss_weights()["sim"] == weight
+
+
+def test_question_only_baseline_ignores_the_images(images):
+    model = build(use_images=False)
+    text = model.tokenize(QUESTIONS, ANSWERS)
+    out = model(*images, **text)
+    assert out.loss.item() == pytest.approx(out.terms["lm"].item())
+    assert all(out.terms[name].item() == 0.0 for name in LOSS_TERMS if name != "lm")
+    out.loss.backward()
+    assert all(p.grad is None for p in model.image_encoder.parameters())
+    assert model.decoder.gpt2.transformer.wte.weight.grad is not None
+    model.eval()
+    other = (torch.zeros_like(images[0]), torch.ones_like(images[1]))
+    with torch.no_grad():
+        assert torch.equal(model(*images, **text).logits, model(*other, **text).logits)
+    assert model.generate(*images, QUESTIONS, max_new_tokens=6) == model.generate(*other, QUESTIONS, max_new_tokens=6)

@@ -33,3 +33,9 @@ def test_describe_theta_of_identity():
 def test_describe_theta_reports_content_motion_in_pixels():
     theta = np.array([[1.0, 0.0, -0.1], [0.0, 1.0, 0.05]])
     assert describe_theta(theta, 200) == "rotation +0.0 deg, scale 1.00 x 1.00, shift 10.0 px right, 5.0 px up"
+
+
+def test_the_affine_head_reads_a_pooled_grid_not_one_global_average():
+    module = AffineRegistration(size=32, channels=(4, 8), pool=4)
+    assert module.head.in_features == 8 * 4 * 4
+    assert AffineRegistration(size=32, channels=(4, 8), pool=1).head.in_features == 8

@@ -83,4 +83,6 @@ def test_evaluate_runs_on_the_demo_checkpoint(data_root, tmp_path):
     assert set(metrics["all"]) >= {"Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"}
     assert metrics["all"]["CIDEr"] > 0.0
     assert "registration" in metrics and "mask" in metrics
+    # The demo's registration was trained with the NCC term: it must reduce the visits' misalignment.
+    assert metrics["registration"]["after_px"] < 0.7 * metrics["registration"]["before_px"], metrics["registration"]
     assert 0 < json.loads((out / "settings.json").read_text())["rows"] <= 8  # the 20-pair set's test split is small

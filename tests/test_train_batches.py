@@ -72,3 +72,14 @@ def test_rows_with_missing_images_are_counted_and_an_empty_split_is_an_error(tmp
         film.unlink()
     with pytest.raises(ValueError, match="no usable rows"), pytest.warns(UserWarning):
         open_split(root, "train", question_types=None, image_size=64, augment=False)
+
+
+def test_epoch_samples_cut_each_epoch_to_a_fresh_subset():
+    sampler = EpochBatchSampler(100, 4, rank=0, world_size=1, seed=0, epoch_samples=20)
+    assert sampler.steps_per_epoch == 5
+    seen = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        seen.append({i for batch in sampler for _, i in batch})
+    assert len(seen[0]) == len(seen[1]) == 20 and seen[0] != seen[1]
+    assert EpochBatchSampler(10, 4, rank=0, world_size=1, seed=0, epoch_samples=1000).steps_per_epoch == 2

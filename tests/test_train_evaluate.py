@@ -117,3 +117,26 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(checkpoint, data_ro
 def test_wrong_data_root_is_a_clear_error(checkpoint, tmp_path, capsys):
     assert _evaluate(checkpoint, tmp_path, tmp_path / "out") == 2
     assert "mimic_pair_questions.csv not found" in capsys.readouterr().err
+
+
+def test_swapped_references_come_from_another_patient(data_root):
+    from train.batches import open_split
+    from train.evaluate import OtherPairReference
+
+    dataset = open_split(data_root, "train", question_types=None, image_size=64, augment=False)
+    swapped = OtherPairReference(dataset)
+    assert not swapped.has_ground_truth
+    for index in range(0, len(dataset), 7):
+        partner = swapped.partner[index]
+        assert dataset.rows[partner]["subject_id"] != dataset.rows[index]["subject_id"]
+        item = swapped[index]
+        assert "change_mask" not in item and "gt_theta" not in item
+        assert (item["ref"] == dataset[partner]["ref"]).all() and (item["main"] == dataset[index]["main"]).all()
+
+
+def test_evaluation_with_swapped_references_skips_pair_scores(checkpoint, data_root, tmp_path):
+    out = tmp_path / "swapped"
+    assert _evaluate(checkpoint, data_root, out, "--swap-references", "--max-samples", "4") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "registration" not in metrics and "mask" not in metrics
+    assert json.loads((out / "settings.json").read_text())["swap_references"] is True

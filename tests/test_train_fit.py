@@ -94,7 +94,7 @@ def test_stage_one_freezes_the_image_encoder(data_root, straight_run, split_run)
     initial = DiffVQAModel(config.model_config()).state_dict()
     step1 = load_file(str(split_run[0] / "step1" / "model.safetensors"))
     final = load_file(str(straight_run[0] / "last" / "model.safetensors"))
-    encoder = [k for k in step1 if k.startswith("image_encoder.")]
+    encoder = [k for k in step1 if k.startswith("image_encoder.backbone.")]
     assert encoder
     assert all(torch.equal(initial[k], step1[k]) for k in encoder)  # stage 1: phi frozen...
     assert not all(torch.equal(initial[k], step1[k]) for k in step1)  # ...while the rest trains

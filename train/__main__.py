@@ -16,6 +16,9 @@ COMMANDS = {
     "fit": ("train.fit", "two-stage training (Accelerate: CPU, one GPU or many)"),
     "evaluate": ("train.evaluate", "generate answers and score them with the official protocol"),
     "pretrain-prior": ("train.pretrain_prior", "DINO self-distillation of a small ViT prior"),
+    "pretrain-encoder": ("train.pretrain_encoder", "finding classification pretraining of the image encoder"),
+    "export": ("train.export", "copy a checkpoint for shipping, weights stored in float16"),
+    "results-table": ("train.results_table", "markdown results table from `evaluate` outputs"),
 }
 
 

@@ -105,13 +105,16 @@ class EpochBatchSampler(Sampler):
     """This process's training batches of one epoch, optionally starting after ``start`` batches.
 
     Yields lists of ``(epoch, index)`` keys for :class:`SeededItems`. The last incomplete global batch is
-    dropped so every process takes the same number of optimiser steps.
+    dropped so every process takes the same number of optimiser steps. With ``epoch_samples`` an epoch is
+    the first ``epoch_samples`` rows of that epoch's permutation (a fresh random subset each epoch).
     """
 
-    def __init__(self, num_samples: int, batch_size: int, *, rank: int, world_size: int, seed: int) -> None:
+    def __init__(self, num_samples: int, batch_size: int, *, rank: int, world_size: int, seed: int,
+                 epoch_samples: int | None = None) -> None:
         self.num_samples, self.batch_size = num_samples, batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
-        self.steps_per_epoch = num_samples // (batch_size * world_size)
+        per_epoch = num_samples if epoch_samples is None else min(num_samples, epoch_samples)
+        self.steps_per_epoch = per_epoch // (batch_size * world_size)
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:

@@ -39,6 +39,9 @@ class TrainConfig:
     # Two stages (sec. 3.6). The "no stage-1 freeze" ablation is epochs_stage1: 0, epochs_stage2: 8.
     epochs_stage1: int = 4  # image encoder phi frozen
     epochs_stage2: int = 4  # everything trained
+    # Not in the paper: an "epoch" of this many training rows, a fresh random subset each epoch (None = the
+    # whole split). Lets a CPU run keep the paper's 4 + 4 epoch shape, validation included, on a large set.
+    epoch_samples: int | None = None
     train_batch_size: int = 10  # per process (the paper does not say whether its 10 is per GPU)
     eval_batch_size: int = 8
 
@@ -76,6 +79,8 @@ class TrainConfig:
         for name in ("train_batch_size", "eval_batch_size", "log_every", "save_every_steps", "eval_num_beams"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.epoch_samples is not None and self.epoch_samples < 1:
+            raise ValueError(f"epoch_samples must be >= 1 or null, got {self.epoch_samples}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
         if len(self.adam_betas) != 2:

@@ -28,6 +28,36 @@ from train.answering import Decoding, answer_batch
 from train.batches import evaluation_loader, open_split
 from train.pair_scores import PairScores
 
+
+class OtherPairReference(torch.utils.data.Dataset):
+    """Row i of ``dataset`` with the reference film of row j, the first row from i + len/2 on (cyclically)
+    whose subject differs: the same question on a main image paired with a stranger's prior."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+        self.has_ground_truth = False  # the change masks no longer describe the pair shown
+        rows = dataset.rows
+        self.partner = []
+        for i, row in enumerate(rows):
+            j = (i + len(rows) // 2) % len(rows)
+            for _ in range(len(rows)):
+                if rows[j]["subject_id"] != row["subject_id"]:
+                    break
+                j = (j + 1) % len(rows)
+            else:
+                raise ValueError("--swap-references needs rows from at least two patients")
+            self.partner.append(j)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.dataset[index])
+        item["ref"] = self.dataset[self.partner[index]]["ref"]
+        for key in ("gt_theta", "change_mask"):
+            item.pop(key, None)
+        return item
+
 PREDICTION_COLUMNS = ("row_id", "question_type", "question", "reference", "prediction")
 
 
@@ -46,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-samples", type=int, help="score only the first N rows of the split")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU with AVX-512 bf16, GPUs)")
+    parser.add_argument("--swap-references", action="store_true",
+                        help="control: give each question the reference film of another patient's pair (do the "
+                             "answers depend on the images?); registration and mask scores are then skipped")
     parser.add_argument("--out", required=True, help="directory for predictions.csv and metrics.json")
 
 
@@ -81,6 +114,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     model.to(device).eval()
     dataset = open_split(args.data_root, args.split, question_types=args.question_types,
                          image_size=model.config.image_size, augment=False)
+    if args.swap_references:
+        dataset = OtherPairReference(dataset)
     loader = evaluation_loader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
                                limit=args.max_samples)
     decoding = Decoding(args.num_beams, args.max_new_tokens, args.no_repeat_ngram_size, args.lam)
@@ -108,7 +143,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     settings = {"checkpoint": str(checkpoint), "data_root": str(args.data_root), "split": args.split,
                 "question_types": args.question_types, "rows": len(rows), "num_beams": args.num_beams,
                 "no_repeat_ngram_size": args.no_repeat_ngram_size, "max_new_tokens": args.max_new_tokens,
-                "lam": model.config.inference_lambda if args.lam is None else args.lam, "bf16": args.bf16}
+                "lam": model.config.inference_lambda if args.lam is None else args.lam, "bf16": args.bf16,
+                "swap_references": args.swap_references}
     (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     overall = metrics["all"]
     print("all: " + ", ".join(f"{k} {v:.4f}" for k, v in overall.items()))

@@ -6,7 +6,7 @@ The same script runs on CPU, one GPU, or many GPUs / nodes::
     accelerate launch --num_processes 4 -m train fit --config train/configs/paper.yaml ...
     torchrun --nproc_per_node 4 -m train fit --config train/configs/paper.yaml ...
 
-Stage 1 (``epochs_stage1`` epochs) freezes the image encoder phi, stage 2 trains everything; lambda of
+Stage 1 (``epochs_stage1`` epochs) freezes the backbone of the image encoder phi (its new projector trains), stage 2 trains everything; lambda of
 eq. 7 follows ``diffvqa_core.losses.lambda_schedule`` over the global progress of both stages. Each epoch
 ends with validation by the official protocol; the best-CIDEr model is kept in ``OUTPUT/best`` and the
 resumable state in ``OUTPUT/last`` (see ``train.checkpoint``). ``--resume`` continues from ``OUTPUT/last``
@@ -110,7 +110,8 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
         state = TrainState(num_processes=accelerator.num_processes)
 
     sampler = EpochBatchSampler(len(train_set), config.train_batch_size, rank=accelerator.process_index,
-                                world_size=accelerator.num_processes, seed=config.seed)
+                                world_size=accelerator.num_processes, seed=config.seed,
+                             epoch_samples=config.epoch_samples)
     if sampler.steps_per_epoch == 0:
         raise ValueError(f"the training split has {len(train_set)} rows, fewer than one global batch of "
                          f"{config.train_batch_size} x {accelerator.num_processes} processes")

@@ -1,0 +1,58 @@
+"""``python -m train results-table``: the README's table read from `train evaluate` outputs."""
+
+from __future__ import annotations
+
+import json
+
+from train.__main__ import main
+
+
+def _scores(cider: float) -> dict:
+    return {"Bleu_1": 0.5, "Bleu_4": 0.3, "METEOR": 0.25, "ROUGE_L": 0.45, "CIDEr": cider}
+
+
+def _evaluation(tmp_path, name: str, cider: float, config: dict, *, after: float = 1.5, fused: float = 0.7):
+    checkpoint = tmp_path / f"{name}_model"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    out = tmp_path / name
+    out.mkdir()
+    metrics = {"all": _scores(cider + 0.5), "difference": _scores(cider),
+               "registration": {"pairs": 10, "before_px": 4.0, "after_px": after},
+               "mask": {"changed_pairs": 8, "prior": {"pointing_game": 0.4, "auroc": 0.7},
+                        "adaptive": {"pointing_game": 0.5, "auroc": 0.6},
+                        "fused": {"pointing_game": fused, "auroc": 0.8}}}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    (out / "settings.json").write_text(json.dumps({"checkpoint": str(checkpoint)}))
+    return out
+
+
+def test_table_marks_what_a_row_switched_off_and_checks_the_targets(tmp_path, capsys):
+    full = _evaluation(tmp_path, "full", 1.6, {}, after=1.5, fused=0.7)
+    question = _evaluation(tmp_path, "question", 1.0, {"use_images": False})
+    unregistered = _evaluation(tmp_path, "unreg", 1.2, {"use_registration": False}, after=4.0)
+    plain = _evaluation(tmp_path, "plain", 1.3, {"use_saliency_mask": False})
+    out = tmp_path / "table.md"
+    assert main(["results-table", "--row", f"full model={full}", "--row", f"question only={question}",
+                 "--row", f"unregistered={unregistered}", "--row", f"no saliency={plain}",
+                 "--full", "full model", "--baseline", "question only", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.read_text() == text
+    rows = [line for line in text.splitlines() if line.startswith("| full model |")]
+    assert rows[0].count("1.600") == 1 and "2.100" in rows[0]  # difference CIDEr, then all-question CIDEr
+    assert "| 4.00 | 1.50 | 62% |" in rows[1]
+    question_rows = [line for line in text.splitlines() if line.startswith("| question only |")]
+    assert question_rows[1].count("n/a") == 8  # no registration "after", no U, F or M
+    unregistered_rows = [line for line in text.splitlines() if line.startswith("| unregistered |")]
+    assert "| 4.00 | n/a | n/a |" in unregistered_rows[1]
+    plain_rows = [line for line in text.splitlines() if line.startswith("| no saliency |")]
+    assert plain_rows[1].endswith("| n/a | n/a |") and "0.400" in plain_rows[1]  # M = 1, U still measured
+    assert "1.600 / 1.000 = 1.60 x [met]" in text
+    assert "4.00 -> 1.50 px, 62% removed [met]" in text
+    assert "pointing game >= 0.6: 0.700 [met]" in text
+
+
+def test_a_missing_evaluation_is_a_clear_error(tmp_path, capsys):
+    assert main(["results-table", "--row", f"full={tmp_path / 'nowhere'}"]) == 2
+    assert "run `python -m train evaluate" in capsys.readouterr().err
+    assert main(["results-table", "--row", "no-equals-sign"]) == 2
