@@ -34,7 +34,7 @@ def test_table_marks_what_a_row_switched_off_and_checks_the_targets(tmp_path, ca
     plain = _evaluation(tmp_path, "plain", 1.3, {"use_saliency_mask": False})
     out = tmp_path / "table.md"
     assert main(["results-table", "--row", f"full model={full}", "--row", f"question only={question}",
-                 "--row", f"unregistered={unregistered}", "--row", f"no saliency={plain}",
+                 "--row", f"unregistered={unregistered}", "--row", f"no saliency (M = 1)={plain}",
                  "--full", "full model", "--baseline", "question only", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert out.read_text() == text
@@ -45,7 +45,7 @@ def test_table_marks_what_a_row_switched_off_and_checks_the_targets(tmp_path, ca
     assert question_rows[1].count("n/a") == 8  # no registration "after", no U, F or M
     unregistered_rows = [line for line in text.splitlines() if line.startswith("| unregistered |")]
     assert "| 4.00 | n/a | n/a |" in unregistered_rows[1]
-    plain_rows = [line for line in text.splitlines() if line.startswith("| no saliency |")]
+    plain_rows = [line for line in text.splitlines() if line.startswith("| no saliency (M = 1) |")]
     assert plain_rows[1].endswith("| n/a | n/a |") and "0.400" in plain_rows[1]  # M = 1, U still measured
     assert "1.600 / 1.000 = 1.60 x [met]" in text
     assert "4.00 -> 1.50 px, 62% removed [met]" in text

@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
             optimizer.step()
             schedule.step()
             step += 1
-            curve.append(float(loss))
+            curve.append(loss.item())
             bar.update()
             bar.set_postfix(loss=f"{np.mean(curve[-20:]):.4f}")
             if step >= steps:

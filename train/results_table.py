@@ -25,14 +25,15 @@ MASKS = (("prior", "U"), ("adaptive", "F"), ("fused", "M"))
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     parser.add_argument("--row", action="append", required=True, metavar="LABEL=EVAL_DIR",
-                        help="a table row: its label and the --out directory of `train evaluate` (repeatable)")
+                        help="a table row: its label and the --out directory of `train evaluate`, split at the last "
+                             "'=' (repeatable)")
     parser.add_argument("--full", help="label of the full model (for the targets)")
     parser.add_argument("--baseline", help="label of the question-only baseline (for the CIDEr target)")
     parser.add_argument("--out", type=Path, help="also write the markdown here")
 
 
 def _row(spec: str) -> dict[str, Any]:
-    label, sep, directory = spec.partition("=")
+    label, sep, directory = spec.rpartition("=")  # the last "=": a label may hold one ("M = 1")
     if not sep or not label.strip() or not directory.strip():
         raise ValueError(f"--row takes LABEL=EVAL_DIR, got {spec!r}")
     path = Path(directory.strip())
