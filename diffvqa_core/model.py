@@ -378,7 +378,7 @@ class DiffVQAModel(nn.Module):
                max_new_tokens: int = 40, no_repeat_ngram_size: int = 0, use_cache: bool = True) -> AnswerOutput:
         """Stages 5-7 from a cached visual state: fuse, masked re-encoding (2 images), generation."""
         fused = self.fuse(state.prior.union, state.adaptive.fused, lam)
-        masked = self.masked_encode(state, fused, with_mask_image=False)
+        masked = self.masked_encode(state, fused, with_mask_image=False) if self.config.use_images else None
         text = self.tokenize(questions)
         prefix = self.prefix(masked, text["question_ids"], text["question_mask"])
         ids = self.decoder.generate(prefix, num_beams=num_beams, max_new_tokens=max_new_tokens,

@@ -98,7 +98,8 @@ def _monochrome1() -> bytes:
     return _dicom_bytes(dataset)
 
 
-def _dicom_no_pixels() -> bytes:
+def dicom_without_pixels() -> bytes:
+    """A valid DICOM file (a structured report) with no pixel data, as bytes."""
     import pydicom
 
     meta = pydicom.dataset.FileMetaDataset()
@@ -178,7 +179,7 @@ BAD_INPUTS: list[BadInput] = [
     BadInput("dicom-jpeg-ls-no-decoder", "DICOM with JPEG-LS transfer syntax, no decoder installed", "main",
              lambda: Path(_pydicom_file("MR_small_jpeg_ls_lossless.dcm")).read_bytes(), "jpegls.dcm",
              r"compressed transfer syntax JPEG-LS Lossless.*no decoder", needs_no_jpeg_ls=True),
-    BadInput("dicom-no-pixel-data", "DICOM without pixel data (structured report)", "main", _dicom_no_pixels,
+    BadInput("dicom-no-pixel-data", "DICOM without pixel data (structured report)", "main", dicom_without_pixels,
              "report.dcm", r"DICOM file has no pixel data"),
     BadInput("non-dicom-dcm", "non-DICOM .dcm (a PNG renamed)", "main",
              lambda: encode(Image.fromarray(gradient()), "PNG"), "scan.dcm", r"\.dcm file is not DICOM"),

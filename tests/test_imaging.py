@@ -258,17 +258,10 @@ def test_dicom_with_compressed_syntax_and_no_decoder_is_refused():
 
 
 def test_dicom_without_pixel_data_is_refused(tmp_path):
-    meta = pydicom.dataset.FileMetaDataset()
-    meta.MediaStorageSOPClassUID = pydicom.uid.BasicTextSRStorage
-    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    dataset = pydicom.Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.Modality = "SR"
+    from reliability_support import dicom_without_pixels
+
     path = tmp_path / "report.dcm"
-    dataset.save_as(path, enforce_file_format=True)
+    path.write_bytes(dicom_without_pixels())
     with pytest.raises(ImageReadError, match="DICOM file has no pixel data"):
         read_image(path)
 

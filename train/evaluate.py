@@ -29,6 +29,9 @@ from train.batches import evaluation_loader, open_split
 from train.pair_scores import PairScores
 
 
+PREDICTION_COLUMNS = ("row_id", "question_type", "question", "reference", "prediction")
+
+
 class OtherPairReference(torch.utils.data.Dataset):
     """Row i of ``dataset`` with the reference film of row j, the first row from i + len/2 on (cyclically)
     whose subject differs: the same question on a main image paired with a stranger's prior."""
@@ -53,12 +56,10 @@ class OtherPairReference(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         item = dict(self.dataset[index])
-        item["ref"] = self.dataset[self.partner[index]]["ref"]
+        item["ref"] = self.dataset.film(self.dataset.rows[self.partner[index]]["ref_id"])
         for key in ("gt_theta", "change_mask"):
             item.pop(key, None)
         return item
-
-PREDICTION_COLUMNS = ("row_id", "question_type", "question", "reference", "prediction")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

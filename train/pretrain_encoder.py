@@ -104,7 +104,7 @@ class LabelledFilms(Dataset):
         from diffvqa_core.data.augment import photometric_jitter
 
         study = self.studies[index]
-        film = self.pairs._film(study)
+        film = self.pairs.film(study)
         if self.augment:
             film = photometric_jitter(film, np.random.default_rng([self.seed, index, int(torch.randint(2**62, ()))]))
         return film, torch.from_numpy(self.labels[study])

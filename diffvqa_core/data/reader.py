@@ -124,7 +124,8 @@ class DiffVQADataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _film(self, study_id: str) -> torch.Tensor:
+    def film(self, study_id: str) -> torch.Tensor:
+        """A study's film as model input: (3, S, S) float in [0, 1], no augmentation."""
         path = self.image_path(study_id)
         gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if gray is None:
@@ -133,7 +134,7 @@ class DiffVQADataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
-        item = {**row, "main": self._film(row["study_id"]), "ref": self._film(row["ref_id"])}
+        item = {**row, "main": self.film(row["study_id"]), "ref": self.film(row["ref_id"])}
         if self.augment:
             rng = np.random.default_rng([self.seed, index, int(torch.randint(2**62, ()).item())])
             item["main"] = photometric_jitter(item["main"], rng)
