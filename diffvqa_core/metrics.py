@@ -9,6 +9,9 @@ the total hypothesis length with the total reference length. CIDEr's document fr
 scored set itself, so a subset (one question type) scores differently from a slice of the whole set's
 per-row scores; :func:`score_by_question_type` therefore rescores each subset.
 
+:func:`change_agreement` is not part of that protocol: it reads difference answers back with the benchmark
+grammar's parser and scores only the changes they name, which the sentence-overlap metrics blur.
+
 The localisation and registration measures are the yardsticks of the synthetic benchmark (the paper's
 sections 3.1-3.2 and 4): whether a saliency mask points at what changed, and how far the predicted affine
 (eq. 1-2) leaves the image corners from where the ground truth puts them.
@@ -22,6 +25,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
+
+from diffvqa_core.data.grammar import parse_difference_answer
 
 ANSWER_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 """Keys of every score dict, in the order the literature reports them."""
@@ -154,6 +159,53 @@ def _meteor_process() -> Iterator[object]:
         process.wait()
         for stream in (process.stdin, process.stdout, process.stderr):
             stream.close()
+
+
+# ------------------------------------------------------------------------ changes a difference answer names
+
+
+def stated_changes(answer: str) -> set[tuple[str, str]]:
+    """The changes a difference answer states, as ("added" | "missing" | "level", finding name) items.
+
+    Read with the benchmark grammar's own parser; "nothing has changed." and text outside the grammar state none.
+    """
+    levels, added, missing = parse_difference_answer(answer)
+    return ({("level", name) for name, _, _ in levels} | {("added", name) for name in added}
+            | {("missing", name) for name in missing})
+
+
+def change_agreement(pairs: Iterable[tuple[str, str]]) -> dict[str, float]:
+    """Do difference answers name the right changes? Micro precision / recall / F1 over stated-change items.
+
+    CIDEr and BLEU reward the shared sentence frame ("the main image has an additional finding of ... than
+    the reference image."), which a model can write without looking; this scores only the findings named, and
+    in which direction (added, missing, level changed). A question whose reference says "nothing has changed."
+    and whose prediction says the same counts towards ``exact`` and towards no item.
+
+    Args:
+        pairs: (reference answer, predicted answer) per difference question.
+
+    Returns:
+        {"questions", "precision", "recall", "f1", "exact"}; precision (recall) is 0 when nothing was predicted
+        (expected); ``exact`` is the fraction of questions whose predicted set equals the reference's.
+
+    Raises:
+        ValueError: on an empty input.
+    """
+    questions = true_positive = predicted = expected = exact = 0
+    for reference, prediction in pairs:
+        truth, guess = stated_changes(reference), stated_changes(prediction)
+        questions += 1
+        true_positive += len(truth & guess)
+        predicted += len(guess)
+        expected += len(truth)
+        exact += truth == guess
+    if not questions:
+        raise ValueError("no difference answers to compare")
+    precision = true_positive / predicted if predicted else 0.0
+    recall = true_positive / expected if expected else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"questions": questions, "precision": precision, "recall": recall, "f1": f1, "exact": exact / questions}
 
 
 # --------------------------------------------------------------------------------- mask localisation

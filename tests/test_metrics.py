@@ -9,6 +9,7 @@ import pytest
 
 from diffvqa_core.metrics import (
     ANSWER_METRICS,
+    change_agreement,
     compose_affine,
     corner_displacement,
     invert_affine,
@@ -16,6 +17,7 @@ from diffvqa_core.metrics import (
     pointing_game,
     score_answers,
     score_by_question_type,
+    stated_changes,
 )
 
 ROWS = [
@@ -241,3 +243,28 @@ def test_composition_order_matches_torch_affine_grid_resampling():
     one_step = warp(canonical, compose_affine(POSE, theta_pred))
     inner = (slice(None), slice(None), slice(12, 52), slice(12, 52))
     assert torch.allclose(two_steps[inner], one_step[inner], atol=5e-3)
+
+
+# ------------------------------------------------------------------------ changes a difference answer names
+
+
+def test_stated_changes_reads_levels_additions_and_removals():
+    answer = ("the level of edema has changed from mild to moderate. the main image has additional findings of "
+              "atelectasis, and pneumonia than the reference image. the main image is missing the finding of "
+              "granuloma than the reference image. ")
+    assert stated_changes(answer) == {("level", "edema"), ("added", "atelectasis"), ("added", "pneumonia"),
+                                      ("missing", "granuloma")}
+    assert stated_changes("nothing has changed.") == set()
+    assert stated_changes("no idea") == set()
+
+
+def test_change_agreement_counts_named_changes_not_the_sentence_frame():
+    pairs = [(r[2], r[3]) for r in ROWS if r[1] == "difference"]
+    # r0 exact (1 item right); r1 predicts a removal that is not there; r2 names the right level change
+    # (its wrong "large" is not scored); r3 misses two removals.
+    assert change_agreement(pairs) == pytest.approx(
+        {"questions": 4, "precision": 2 / 3, "recall": 2 / 4, "f1": 4 / 7, "exact": 2 / 4})
+    assert change_agreement([("nothing has changed.", "nothing has changed.")]) == {
+        "questions": 1, "precision": 0.0, "recall": 0.0, "f1": 0.0, "exact": 1.0}
+    with pytest.raises(ValueError, match="no difference answers"):
+        change_agreement([])

@@ -11,7 +11,8 @@ def _scores(cider: float) -> dict:
     return {"Bleu_1": 0.5, "Bleu_4": 0.3, "METEOR": 0.25, "ROUGE_L": 0.45, "CIDEr": cider}
 
 
-def _evaluation(tmp_path, name: str, cider: float, config: dict, *, after: float = 1.5, fused: float = 0.7):
+def _evaluation(tmp_path, name: str, cider: float, config: dict, *, after: float = 1.5, fused: float = 0.7,
+                predictions: list[str] | None = None, f1: float = 0.25):
     checkpoint = tmp_path / f"{name}_model"
     checkpoint.mkdir()
     (checkpoint / "config.json").write_text(json.dumps(config))
@@ -22,7 +23,11 @@ def _evaluation(tmp_path, name: str, cider: float, config: dict, *, after: float
                "mask": {"changed_pairs": 8, "prior": {"pointing_game": 0.4, "auroc": 0.7},
                         "adaptive": {"pointing_game": 0.5, "auroc": 0.6},
                         "fused": {"pointing_game": fused, "auroc": 0.8}}}
+    metrics["difference_changes"] = {"questions": 3, "precision": 0.5, "recall": 0.2, "f1": f1, "exact": 0.125}
     (out / "metrics.json").write_text(json.dumps(metrics))
+    lines = ["row_id,question_type,question,reference,prediction"]
+    lines += [f"{i},difference,q,ref,{answer}" for i, answer in enumerate(predictions or ["a", "b", "c"])]
+    (out / "predictions.csv").write_text("\n".join(lines) + "\n")
     (out / "settings.json").write_text(json.dumps({"checkpoint": str(checkpoint)}))
     return out
 
@@ -40,6 +45,7 @@ def test_table_marks_what_a_row_switched_off_and_checks_the_targets(tmp_path, ca
     assert out.read_text() == text
     rows = [line for line in text.splitlines() if line.startswith("| full model |")]
     assert rows[0].count("1.600") == 1 and "2.100" in rows[0]  # difference CIDEr, then all-question CIDEr
+    assert "| 1.600 | 0.250 | 0.125 | 0.500 |" in rows[0]  # diff CIDEr, change F1, exact, then all BLEU-1
     assert "| 4.00 | 1.50 | 62% |" in rows[1]
     question_rows = [line for line in text.splitlines() if line.startswith("| question only |")]
     assert question_rows[1].count("n/a") == 8  # no registration "after", no U, F or M
@@ -56,3 +62,15 @@ def test_a_missing_evaluation_is_a_clear_error(tmp_path, capsys):
     assert main(["results-table", "--row", f"full={tmp_path / 'nowhere'}"]) == 2
     assert "run `python -m train evaluate" in capsys.readouterr().err
     assert main(["results-table", "--row", "no-equals-sign"]) == 2
+
+
+def test_swapped_rows_count_the_difference_answers_that_change(tmp_path, capsys):
+    full = _evaluation(tmp_path, "full", 1.6, {}, predictions=["a", "b", "c"], f1=0.3)
+    swapped = _evaluation(tmp_path, "full_swapped", 1.1, {}, predictions=["a", "x", "y"], f1=0.1)
+    assert main(["results-table", "--row", f"full model={full}", "--swapped", f"full model={swapped}"]) == 0
+    assert "| full model | 2 of 3 | 1.600 | 1.100 | 0.300 | 0.100 |" in capsys.readouterr().out
+    assert main(["results-table", "--row", f"full model={full}", "--swapped", f"other={swapped}"]) == 2
+    assert "names no --row" in capsys.readouterr().err
+    fewer = _evaluation(tmp_path, "fewer", 1.1, {}, predictions=["a", "x"])
+    assert main(["results-table", "--row", f"full model={full}", "--swapped", f"full model={fewer}"]) == 2
+    assert "different difference questions" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from diffvqa_core.metrics import change_agreement
 from train_support import SMALL_MODEL, make_synthetic_set, one_torch_thread
 from train.__main__ import main as train_main
 
@@ -82,7 +83,8 @@ def test_metrics_equal_pycocoevalcap_on_the_written_predictions(evaluation):
         return scores
 
     types = sorted({r["question_type"] for r in rows})
-    assert set(metrics) == {"all", *types, "registration", "mask"}
+    extra = {"difference_changes"} if "difference" in types else set()
+    assert set(metrics) == {"all", *types, "registration", "mask", *extra}
     assert metrics["all"] == pytest.approx(official(rows), abs=1e-9)
     kind = max(types, key=[r["question_type"] for r in rows].count)  # one subset suffices: each Java run is slow
     assert metrics[kind] == pytest.approx(official([r for r in rows if r["question_type"] == kind]), abs=1e-9)
@@ -101,7 +103,9 @@ def test_synthetic_ground_truth_gives_registration_and_mask_scores(evaluation):
 def test_question_type_filter_scores_only_that_family(checkpoint, data_root, tmp_path):
     assert _evaluate(checkpoint, data_root, tmp_path, "--question-type", "difference") == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics) == {"all", "difference", "registration", "mask"}
+    assert set(metrics) == {"all", "difference", "registration", "mask", "difference_changes"}
+    rows = list(csv.DictReader((tmp_path / "predictions.csv").open(encoding="utf-8")))
+    assert metrics["difference_changes"] == change_agreement((r["reference"], r["prediction"]) for r in rows)
 
 
 def test_checkpoint_of_another_architecture_is_a_clear_error(checkpoint, data_root, tmp_path, capsys):

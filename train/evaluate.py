@@ -6,7 +6,8 @@ Writes into ``--out``:
 - ``metrics.json``: {"all": {...}, "<question_type>": {...}} with Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr from
   ``diffvqa_core.metrics.score_by_question_type`` (PTBTokenizer, corpus level, keyed by row id, each type
   rescored on its own); on data with synthetic ground truth also "registration" and "mask"
-  (see ``train.pair_scores``);
+  (see ``train.pair_scores``); with difference questions also "difference_changes" (precision, recall, F1 and
+  exact-set accuracy of the changes the answers name: ``diffvqa_core.metrics.change_agreement``);
 - ``settings.json``: checkpoint, split, decoding and row count, for provenance.
 
 ``--checkpoint demo`` evaluates the bundled demo model (``assets/demo_model``).
@@ -107,7 +108,7 @@ def resolve_checkpoint(name: str) -> Path:
 def evaluate(args: argparse.Namespace) -> dict:
     """Generates answers for the chosen rows, writes the three output files and returns the metrics."""
     from diffvqa_core import DiffVQAModel
-    from diffvqa_core.metrics import score_by_question_type
+    from diffvqa_core.metrics import change_agreement, score_by_question_type
 
     checkpoint = resolve_checkpoint(args.checkpoint)
     model = DiffVQAModel.from_pretrained(checkpoint)
@@ -138,6 +139,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         writer.writerow(PREDICTION_COLUMNS)
         writer.writerows(rows)
     metrics = score_by_question_type((r[0], r[1], r[3], r[4]) for r in rows)
+    difference = [(r[3], r[4]) for r in rows if r[1] == "difference"]
+    if difference:
+        metrics["difference_changes"] = change_agreement(difference)
     if pair_scores is not None:
         metrics.update(pair_scores.summary())
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

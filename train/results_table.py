@@ -6,12 +6,16 @@ do not apply read "n/a" (no images: no registration or masks; registration off: 
 mask: M = 1). Two markdown tables are printed (and written with ``--out``): answer scores on difference
 questions and on all questions, then registration corner error and the masks' pointing game / AUROC against
 the synthetic change masks. With ``--baseline LABEL`` and ``--full LABEL`` the issue's three targets are
-checked and printed with the measured values. Nothing here computes a score: every number is read.
+checked and printed with the measured values. With ``--swapped "LABEL=EVAL_DIR"`` (an ``evaluate
+--swap-references`` run of that row's checkpoint) a third table says whether the row's answers depend on the
+pair: how many difference answers change with a stranger's reference, and the scores with each. Nothing here
+computes a score: every number is read; only the changed answers are counted, from the two predictions.csv.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -19,6 +23,7 @@ from typing import Any
 
 TEXT_METRICS = (("Bleu_1", "BLEU-1"), ("Bleu_4", "BLEU-4"), ("METEOR", "METEOR"), ("ROUGE_L", "ROUGE-L"),
                 ("CIDEr", "CIDEr"))
+CHANGE_METRICS = (("f1", "change F1"), ("exact", "exact"))  # metrics.json "difference_changes"
 MASKS = (("prior", "U"), ("adaptive", "F"), ("fused", "M"))
 
 
@@ -27,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--row", action="append", required=True, metavar="LABEL=EVAL_DIR",
                         help="a table row: its label and the --out directory of `train evaluate`, split at the last "
                              "'=' (repeatable)")
+    parser.add_argument("--swapped", action="append", default=[], metavar="LABEL=EVAL_DIR",
+                        help="the same row evaluated with --swap-references (repeatable; LABEL as in --row)")
     parser.add_argument("--full", help="label of the full model (for the targets)")
     parser.add_argument("--baseline", help="label of the question-only baseline (for the CIDEr target)")
     parser.add_argument("--out", type=Path, help="also write the markdown here")
@@ -44,7 +51,7 @@ def _row(spec: str) -> dict[str, Any]:
     settings = json.loads((path / "settings.json").read_text(encoding="utf-8"))
     config_file = Path(settings["checkpoint"]) / "config.json"
     config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    return {"label": label.strip(), "metrics": metrics, "settings": settings, "config": config}
+    return {"label": label.strip(), "directory": path, "metrics": metrics, "settings": settings, "config": config}
 
 
 def _number(value: float | None, digits: int = 3) -> str:
@@ -52,16 +59,49 @@ def _number(value: float | None, digits: int = 3) -> str:
 
 
 def answer_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: BLEU-1/4, METEOR, ROUGE-L, CIDEr on difference questions and on all questions."""
+    """Markdown: BLEU-1/4, METEOR, ROUGE-L, CIDEr and the named changes' F1 / exact-set accuracy on difference
+    questions; BLEU-1/4, METEOR, ROUGE-L, CIDEr on all questions."""
     names = [short for _, short in TEXT_METRICS]
-    columns = [f"diff {n}" for n in names] + [f"all {n}" for n in names]
+    columns = ([f"diff {n}" for n in names] + [f"diff {n}" for _, n in CHANGE_METRICS]
+               + [f"all {n}" for n in names])
     header = "| model | " + " | ".join(columns) + " |"
-    lines = [header, "|---" * (1 + 2 * len(names)) + "|"]
+    lines = [header, "|---" * (1 + len(columns)) + "|"]
     for row in rows:
-        cells = []
-        for family in ("difference", "all"):
-            scores = row["metrics"].get(family, {})
-            cells += [_number(scores.get(key)) for key, _ in TEXT_METRICS]
+        metrics = row["metrics"]
+        cells = [_number(metrics.get("difference", {}).get(key)) for key, _ in TEXT_METRICS]
+        cells += [_number(metrics.get("difference_changes", {}).get(key)) for key, _ in CHANGE_METRICS]
+        cells += [_number(metrics.get("all", {}).get(key)) for key, _ in TEXT_METRICS]
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _difference_predictions(directory: Path) -> dict[str, str]:
+    with open(directory / "predictions.csv", encoding="utf-8", newline="") as handle:
+        return {r["row_id"]: r["prediction"] for r in csv.DictReader(handle) if r["question_type"] == "difference"}
+
+
+def swap_table(rows: list[dict[str, Any]], swapped: list[dict[str, Any]]) -> str:
+    """Markdown: per row, difference answers that change when each reference film is another patient's, and
+    the difference CIDEr and change F1 with the true pair and with the stranger's reference.
+
+    Raises:
+        ValueError: when a swapped label names no row, or the two runs answered different questions.
+    """
+    by_label = {row["label"]: row for row in rows}
+    lines = ["| model | difference answers that change | CIDEr, true pair | CIDEr, stranger's reference | "
+             "change F1, true pair | change F1, stranger's reference |", "|---" * 6 + "|"]
+    for swap in swapped:
+        if swap["label"] not in by_label:
+            raise ValueError(f"--swapped label {swap['label']!r} names no --row")
+        row = by_label[swap["label"]]
+        true, other = _difference_predictions(row["directory"]), _difference_predictions(swap["directory"])
+        if set(true) != set(other):
+            raise ValueError(f"{row['directory']} and {swap['directory']} answered different difference questions")
+        changed = sum(true[key] != other[key] for key in true)
+        cells = [f"{changed} of {len(true)}"]
+        for family, key in (("difference", "CIDEr"), ("difference_changes", "f1")):
+            cells += [_number(row["metrics"].get(family, {}).get(key)),
+                      _number(swap["metrics"].get(family, {}).get(key))]
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -125,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         rows = [_row(spec) for spec in args.row]
         parts = [answer_table(rows), localisation_table(rows)]
+        if args.swapped:
+            parts.append(swap_table(rows, [_row(spec) for spec in args.swapped]))
         if args.full:
             parts.append(targets(rows, args.full, args.baseline))
     except (FileNotFoundError, ValueError, KeyError) as error:
