@@ -185,7 +185,9 @@ class FeedbackStore:
             comment: free text.
 
         Returns:
-            The new review id.
+            The new review id; or, when this reviewer's latest review of this analysis already says exactly
+            this (a second click on Save, a client retrying a request whose answer it lost), that review's id,
+            and nothing is written. A review that differs in any field is stored as a new one (it supersedes).
 
         Raises:
             FeedbackValidationError: unknown analysis, bad verdict or rating, empty reviewer, text too long.
@@ -205,6 +207,12 @@ class FeedbackStore:
             person = self._get_or_create(
                 session, select(Reviewer).where(Reviewer.name == name), lambda: Reviewer(name=name),
             )
+            latest = session.scalars(
+                select(Review).where(Review.analysis_id == analysis_id, Review.reviewer_id == person.id)
+                .order_by(Review.id.desc()).limit(1)
+            ).first()
+            if latest is not None and all(getattr(latest, key) == value for key, value in values.items()):
+                return latest.id  # the same review again: store it once
             review = Review(analysis_id=analysis_id, reviewer_id=person.id, **values)
             session.add(review)
             session.flush()

@@ -37,7 +37,8 @@ def test_review_round_trip_returns_every_field(store: FeedbackStore) -> None:
     review_id = store.record_review(analysis_id=analysis_id, reviewer="Dr. Weber", verdict="partly",
                                     corrected_answer="nothing has changed.", mask_rating=4, comment="subtle")
     (row,) = store.query_reviews()
-    assert (row.review_id, row.analysis_id, row.reviewer, row.verdict) == (review_id, analysis_id, "Dr. Weber", "partly")
+    assert (row.review_id, row.analysis_id, row.reviewer, row.verdict) == (
+        review_id, analysis_id, "Dr. Weber", "partly")
     assert (row.corrected_answer, row.mask_rating, row.comment) == ("nothing has changed.", 4, "subtle")
     for key in ("question", "question_type", "answer", "theta", "theta_description", "checkpoint_name",
                 "checkpoint_sha256", "model_name", "main_sha256", "ref_sha256", "mask_summary"):
@@ -45,6 +46,22 @@ def test_review_round_trip_returns_every_field(store: FeedbackStore) -> None:
     assert row.lam == pytest.approx(0.5)
     assert row.reviewed_at.tzinfo is not None and row.reviewed_at.utcoffset() == timedelta(0)
     assert abs(datetime.now(UTC) - row.reviewed_at) < timedelta(minutes=1)
+
+
+def test_the_same_review_saved_again_is_stored_once_and_a_changed_one_supersedes(store: FeedbackStore) -> None:
+    analysis_id = store.record_analysis(**analysis_values())
+    review = dict(analysis_id=analysis_id, reviewer="Dr. Weber", verdict="disagree",
+                  corrected_answer="nothing has changed.", mask_rating=2, comment="double click")
+    first = store.record_review(**review)
+    assert store.record_review(**review) == first  # a second click on Save, or a retried request
+    assert store.record_review(**{**review, "corrected_answer": " nothing has changed. "}) == first  # same once cleaned
+    assert store.count_reviews() == 1
+    assert [e["action"] for e in store.audit_log()] == ["record_analysis", "record_review"]
+    changed = store.record_review(**{**review, "verdict": "partly"})
+    other_reviewer = store.record_review(**{**review, "reviewer": "Dr. Roth"})
+    back_again = store.record_review(**review)  # not the latest of this reviewer any more: a new review
+    assert len({first, changed, other_reviewer, back_again}) == 4
+    assert store.count_reviews() == 4
 
 
 def test_same_image_pair_is_one_case(store: FeedbackStore) -> None:
@@ -79,7 +96,8 @@ def test_filters_by_question_type_verdict_reviewer_and_time(store: FeedbackStore
 
 def test_newest_reviews_come_first(store: FeedbackStore) -> None:
     analysis_id = store.record_analysis(**analysis_values())
-    ids = [store.record_review(analysis_id=analysis_id, reviewer="r", verdict="agree") for _ in range(3)]
+    ids = [store.record_review(analysis_id=analysis_id, reviewer="r", verdict="agree", comment=f"#{i}")
+           for i in range(3)]
     assert [r.review_id for r in store.query_reviews()] == ids[::-1]
 
 
