@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 import torch
 from safetensors.torch import load_file
 
@@ -134,6 +135,12 @@ def test_wrong_data_root_is_a_clear_error(data_root, tmp_path, capsys):
     config = write_yaml(small_config(data_root, tmp_path / "out"), tmp_path / "c.yaml")
     assert train_main(["fit", "--config", str(config), "--data-root", str(tmp_path)]) == 2
     assert "mimic_pair_questions.csv not found" in capsys.readouterr().err
+
+
+def test_seed_flag_overrides_the_config(data_root, tmp_path):
+    config = write_yaml(small_config(data_root, tmp_path / "seeded"), tmp_path / "c.yaml")
+    assert train_main(["fit", "--config", str(config), "--seed", "7", "--max-steps", "1"]) == 0
+    assert yaml.safe_load((tmp_path / "seeded" / "train_config.yaml").read_text())["seed"] == 7
 
 
 def test_two_processes_agree_on_the_step_count(data_root, tmp_path):

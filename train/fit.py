@@ -6,11 +6,11 @@ The same script runs on CPU, one GPU, or many GPUs / nodes::
     accelerate launch --num_processes 4 -m train fit --config train/configs/paper.yaml ...
     torchrun --nproc_per_node 4 -m train fit --config train/configs/paper.yaml ...
 
-Stage 1 (``epochs_stage1`` epochs) freezes the backbone of the image encoder phi (its new projector trains), stage 2 trains everything; lambda of
-eq. 7 follows ``diffvqa_core.losses.lambda_schedule`` over the global progress of both stages. Each epoch
-ends with validation by the official protocol; the best-CIDEr model is kept in ``OUTPUT/best`` and the
-resumable state in ``OUTPUT/last`` (see ``train.checkpoint``). ``--resume`` continues from ``OUTPUT/last``
-exactly: same step, optimizer, scheduler, lambda, RNG states and position in the epoch.
+Stage 1 (``epochs_stage1`` epochs) freezes the backbone of the image encoder phi (its new projector trains),
+stage 2 trains everything; lambda of eq. 7 follows ``diffvqa_core.losses.lambda_schedule`` over the global
+progress of both stages. Each epoch ends with validation by the official protocol; the best-CIDEr model is kept
+in ``OUTPUT/best`` and the resumable state in ``OUTPUT/last`` (see ``train.checkpoint``). ``--resume`` continues
+from ``OUTPUT/last`` exactly: same step, optimizer, scheduler, lambda, RNG states and position in the epoch.
 """
 
 from __future__ import annotations
@@ -52,13 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the configured epochs, so --resume continues the same run)")
     parser.add_argument("--resume", action="store_true", help="continue exactly from OUTPUT/last")
     parser.add_argument("--mixed-precision", choices=MIXED_PRECISION, help="overrides mixed_precision")
+    parser.add_argument("--seed", type=int, help="overrides seed (initialisation, data order, augmentation): "
+                                                 "repeat a row with other seeds to see run-to-run variation")
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs training from parsed flags; returns the exit status (2 with a message on a usage error)."""
     try:
         config = TrainConfig.from_yaml(args.config)
-        overrides = {"data_root": args.data_root, "output_dir": args.output, "mixed_precision": args.mixed_precision}
+        overrides = {"data_root": args.data_root, "output_dir": args.output, "mixed_precision": args.mixed_precision,
+                     "seed": args.seed}
         config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
         fit(config, max_steps=args.max_steps, resume=args.resume)
     except (FileNotFoundError, ValueError) as error:
