@@ -15,9 +15,10 @@ paper's checkpoint.
 Measured (2026-11-30, CPU, 1 thread, batch 32; ``data/synth_3k`` = ``train synth --pairs 3000 --seed 0 --size
 256``: 3,761 training and 513 validation films; validation AUROC of presence, mean over findings, per epoch):
 the tiny preset's Swin (lr 1e-3) 0.538, 0.518; ConvNeXt ``convnext_atto`` dims 48-384 (lr 1e-3) 0.531 after
-one epoch; ConvNeXt dims 32-256, depths 1-1-3-1 (lr 2e-3, 4 epochs, 346 s) 0.564, 0.602, 0.625, 0.636. Single
-films are hard to label (a "minimal" effusion barely shows, anatomy varies between phantoms); the last is the
-demo's backbone (``train/configs/demo.yaml``).
+one epoch; ConvNeXt dims 32-256, depths 1-1-3-1 (lr 2e-3, 4 epochs, 346 s) 0.564, 0.602, 0.625, 0.636; the same
+for 12 epochs (1040 s) 0.549, 0.563, 0.605, 0.650, 0.665, 0.695, 0.693, 0.724, 0.738, 0.742, 0.745, 0.745. Single
+films are hard to label (a "minimal" effusion barely shows, anatomy varies between phantoms); the 12-epoch run
+is the demo's backbone (``train/configs/demo.yaml``).
 """
 
 from __future__ import annotations
