@@ -17,6 +17,7 @@ from typing import Any
 PRESET_DIR = Path(__file__).resolve().parent / "model_configs"
 
 MASK_GATES = ("encoded_mask", "pooled_mask")
+REFERENCE_TOKENS = ("reference", "difference")
 KOLEO_VECTORS = ("masked_main", "masked_pair", "main")
 
 
@@ -97,6 +98,10 @@ class DiffVQAConfig:
     # Not a paper row: False gives the question-only baseline, the decoder reading [<img>, <img>, <qtn>,
     # f_text, <ans>] with no image tokens (how far the language prior alone gets).
     use_images: bool = True
+    # Not in the paper ("reference" = the paper): what the decoder's second image slot holds. "difference" puts
+    # f_mask_main - f_mask_ref there (token i of the registered main minus token i of the reference), so a
+    # change is one token's value rather than a comparison the decoder must learn across N + 1 positions.
+    reference_tokens: str = "reference"
 
     # The paper's three ambiguous points; see diffvqa_core.losses for the reasons behind each default.
     mask_gate: str = "encoded_mask"  # gate of L_mask: phi(M) tokens, or M average-pooled to the token grid
@@ -109,6 +114,8 @@ class DiffVQAConfig:
         self.registration_channels = tuple(self.registration_channels)
         if self.mask_gate not in MASK_GATES:
             raise ValueError(f"mask_gate must be one of {MASK_GATES}, got {self.mask_gate!r}")
+        if self.reference_tokens not in REFERENCE_TOKENS:
+            raise ValueError(f"reference_tokens must be one of {REFERENCE_TOKENS}, got {self.reference_tokens!r}")
         if self.koleo_vector not in KOLEO_VECTORS:
             raise ValueError(f"koleo_vector must be one of {KOLEO_VECTORS}, got {self.koleo_vector!r}")
         for name in ("lambda_start", "lambda_end", "inference_lambda"):

@@ -224,7 +224,10 @@ class DiffVQAModel(nn.Module):
         question = self.encode_question(question_ids, question_mask)  # (B, L, D)
         if not self.config.use_images:
             masked = self.no_image_tokens(question)
-        return self.decoder.build_prefix(masked.masked_main, masked.masked_ref, question, question_mask)
+        second = masked.masked_ref
+        if self.config.reference_tokens == "difference":
+            second = masked.masked_main - masked.masked_ref
+        return self.decoder.build_prefix(masked.masked_main, second, question, question_mask)
 
     def decode(self, masked: MaskedFeatures | None, question_ids: torch.Tensor, question_mask: torch.Tensor,
                answer_ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:

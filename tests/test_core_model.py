@@ -151,3 +151,17 @@ def test_question_only_baseline_ignores_the_images(images):
     with torch.no_grad():
         assert torch.equal(model(*images, **text).logits, model(*other, **text).logits)
     assert model.generate(*images, QUESTIONS, max_new_tokens=6) == model.generate(*other, QUESTIONS, max_new_tokens=6)
+
+
+def test_difference_reference_tokens_put_main_minus_reference_in_the_second_image_slot(images):
+    model = build(reference_tokens="difference", use_saliency_mask=False).eval()
+    text = model.tokenize(QUESTIONS)
+    with torch.no_grad():
+        state = model.visual_state(*images)
+        masked = model.masked_encode(state, torch.ones_like(state.prior.union), with_mask_image=False)
+        prefix = model.prefix(masked, text["question_ids"], text["question_mask"])
+    tokens = state.features_main.shape[1]
+    second = prefix.embeddings[:, tokens + 2: 2 * tokens + 2]  # after [<img>, f_main, <img>]
+    assert torch.allclose(second, state.features_main - state.features_ref)
+    with pytest.raises(ValueError, match="reference_tokens"):
+        build(reference_tokens="sum")
