@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from train_support import REPO_ROOT, make_synthetic_set, one_torch_thread, small_config, write_yaml
