@@ -19,6 +19,7 @@ COMMANDS = {
     "pretrain-encoder": ("train.pretrain_encoder", "finding classification pretraining of the image encoder"),
     "export": ("train.export", "copy a checkpoint for shipping, weights stored in float16"),
     "results-table": ("train.results_table", "markdown results table from `evaluate` outputs"),
+    "probe-changes": ("train.probe_changes", "linear probe: how much 'what changed' a model's features carry"),
 }
 
 
