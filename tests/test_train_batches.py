@@ -83,3 +83,26 @@ def test_epoch_samples_cut_each_epoch_to_a_fresh_subset():
         seen.append({i for batch in sampler for _, i in batch})
     assert len(seen[0]) == len(seen[1]) == 20 and seen[0] != seen[1]
     assert EpochBatchSampler(10, 4, rank=0, world_size=1, seed=0, epoch_samples=1000).steps_per_epoch == 2
+
+
+def test_weighted_rows_fill_more_of_each_epoch_and_the_order_is_still_a_function_of_the_epoch():
+    weights = [4.0] * 100 + [1.0] * 300  # rows 0-99 weigh four times the others: 4 x 100 / (400 + 300) = 57%
+    sampler = EpochBatchSampler(400, 10, rank=0, world_size=1, seed=3, epoch_samples=200, weights=weights)
+    sampler.set_epoch(1)
+    first = _batches(sampler)
+    heavy = sum(index < 100 for batch in first for index in batch) / 200
+    assert 0.4 < heavy < 0.75  # uniform sampling would give 25%
+    sampler.set_epoch(1, start=5)
+    assert _batches(sampler) == first[5:]
+    with pytest.raises(ValueError, match="positive"):
+        EpochBatchSampler(3, 1, rank=0, world_size=1, seed=0, weights=[1.0, 0.0, 1.0])
+
+
+def test_question_weights_weigh_each_row_by_its_family():
+    from train.batches import question_weights
+
+    class Rows:
+        rows = [{"question_type": "difference"}, {"question_type": "presence"}]
+
+    assert question_weights(Rows(), {"difference": 4.0}) == [4.0, 1.0]
+    assert question_weights(Rows(), None) is None

@@ -69,3 +69,12 @@ def test_typo_on_the_command_line_exits_with_the_message(tmp_path, capsys):
 
     assert main(["fit", "--config", str(_yaml(tmp_path, "epochs_stage_1: 2\n"))]) == 2
     assert "did you mean 'epochs_stage1'" in capsys.readouterr().err
+
+
+def test_question_weights_name_known_families_with_positive_weights(tmp_path):
+    config = TrainConfig.from_yaml(_yaml(tmp_path, "question_weights: {difference: 4}\n"))
+    assert config.question_weights == {"difference": 4.0}
+    with pytest.raises(ValueError, match="unknown question family 'diference'"):
+        TrainConfig.from_yaml(_yaml(tmp_path, "question_weights: {diference: 4}\n"))
+    with pytest.raises(ValueError, match="must be > 0"):
+        TrainConfig.from_yaml(_yaml(tmp_path, "question_weights: {difference: 0}\n"))

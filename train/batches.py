@@ -106,11 +106,16 @@ class EpochBatchSampler(Sampler):
 
     Yields lists of ``(epoch, index)`` keys for :class:`SeededItems`. The last incomplete global batch is
     dropped so every process takes the same number of optimiser steps. With ``epoch_samples`` an epoch is
-    the first ``epoch_samples`` rows of that epoch's permutation (a fresh random subset each epoch).
+    the first ``epoch_samples`` rows of that epoch's permutation (a fresh random subset each epoch). With
+    ``weights`` (one positive number per row) the permutation is drawn without replacement in proportion to
+    them, so heavier rows come earlier and fill more of an ``epoch_samples`` subset.
     """
 
     def __init__(self, num_samples: int, batch_size: int, *, rank: int, world_size: int, seed: int,
-                 epoch_samples: int | None = None) -> None:
+                 epoch_samples: int | None = None, weights: Sequence[float] | None = None) -> None:
+        if weights is not None and (len(weights) != num_samples or min(weights) <= 0):
+            raise ValueError(f"weights must hold {num_samples} positive numbers, one per row")
+        self.weights = None if weights is None else torch.tensor(weights, dtype=torch.float64)
         self.num_samples, self.batch_size = num_samples, batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
         per_epoch = num_samples if epoch_samples is None else min(num_samples, epoch_samples)
@@ -126,11 +131,21 @@ class EpochBatchSampler(Sampler):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.num_samples, generator=generator).tolist()
+        if self.weights is None:
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
+        else:
+            order = torch.multinomial(self.weights, self.num_samples, replacement=False, generator=generator).tolist()
         global_batch = self.batch_size * self.world_size
         for step in range(self.start, self.steps_per_epoch):
             offset = step * global_batch + self.rank * self.batch_size
             yield [(self.epoch, i) for i in order[offset:offset + self.batch_size]]
+
+
+def question_weights(dataset, weights: dict[str, float] | None) -> list[float] | None:
+    """Each training row's sampling weight from its question family (families not named weigh 1)."""
+    if not weights:
+        return None
+    return [float(weights.get(row["question_type"], 1.0)) for row in dataset.rows]
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:

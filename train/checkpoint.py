@@ -92,7 +92,7 @@ def check_same_data_order(path: Path, config, state: TrainState, num_processes: 
         ValueError: naming the batch size, seed, question types or process count that differ.
     """
     saved = json.loads((path / TRAIN_STATE).read_text(encoding="utf-8"))["train_config"]
-    keys = ("train_batch_size", "seed", "question_types", "epoch_samples")
+    keys = ("train_batch_size", "seed", "question_types", "epoch_samples", "question_weights")
     differing = [f"{k}: checkpoint {saved.get(k)!r} vs config {getattr(config, k)!r}"
                  for k in keys if saved.get(k) != getattr(config, k)]
     if state.num_processes != num_processes:

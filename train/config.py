@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from diffvqa_core.data.vocabulary import QUESTION_TYPES
+
 LR_SCHEDULERS = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("no", "bf16")  # fp16 would need its loss-scaler state in the checkpoint
 
@@ -34,6 +36,10 @@ class TrainConfig:
     # Data: the benchmark's root directory (mimic_pair_questions.csv, mimic_all.csv, files/).
     data_root: str | None = None
     question_types: list[str] | None = None  # None = all seven families; the paper: [difference]
+    # Not in the paper: relative sampling weight of a question family among the training rows (families not
+    # named weigh 1; None = uniform). {difference: 4} lets a model trained on all seven families see the
+    # difference question, the one the review app is about, about half of the time.
+    question_weights: dict[str, float] | None = None
     augment: bool = True  # brightness / contrast / sharpness on training images (sec. 4)
 
     # Two stages (sec. 3.6). The "no stage-1 freeze" ablation is epochs_stage1: 0, epochs_stage2: 8.
@@ -79,6 +85,11 @@ class TrainConfig:
         for name in ("train_batch_size", "eval_batch_size", "log_every", "save_every_steps", "eval_num_beams"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for family, weight in (self.question_weights or {}).items():
+            if family not in QUESTION_TYPES:
+                raise ValueError(f"question_weights: unknown question family {family!r} (one of {QUESTION_TYPES})")
+            if not weight > 0:
+                raise ValueError(f"question_weights: the weight of {family!r} must be > 0, got {weight}")
         if self.epoch_samples is not None and self.epoch_samples < 1:
             raise ValueError(f"epoch_samples must be >= 1 or null, got {self.epoch_samples}")
         if not 0.0 <= self.warmup_ratio < 1.0:

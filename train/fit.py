@@ -28,7 +28,7 @@ from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_s
 from tqdm.auto import tqdm
 
 from train import state_io
-from train.batches import EpochBatchSampler, open_split, training_loader
+from train.batches import EpochBatchSampler, open_split, question_weights, training_loader
 from train.checkpoint import (
     TrainState,
     check_same_architecture,
@@ -114,7 +114,8 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
 
     sampler = EpochBatchSampler(len(train_set), config.train_batch_size, rank=accelerator.process_index,
                                 world_size=accelerator.num_processes, seed=config.seed,
-                             epoch_samples=config.epoch_samples)
+                                epoch_samples=config.epoch_samples,
+                                weights=question_weights(train_set, config.question_weights))
     if sampler.steps_per_epoch == 0:
         raise ValueError(f"the training split has {len(train_set)} rows, fewer than one global batch of "
                          f"{config.train_batch_size} x {accelerator.num_processes} processes")
