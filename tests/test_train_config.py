@@ -8,7 +8,9 @@ import pytest
 
 from train.config import TrainConfig
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "train" / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "train" / "configs"
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+TABLE_CONFIGS = sorted((CONFIG_DIR / "synthetic_table").glob("*.yaml"))
 
 
 def _yaml(tmp_path, text):
@@ -44,14 +46,14 @@ def test_defaults_are_the_papers_recipe():
     assert (config.learning_rate, config.weight_decay) == (1.5e-4, 0.05)
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", CONFIGS + TABLE_CONFIGS, ids=lambda p: p.stem)
 def test_shipped_configs_build_their_model_config(path):
     config = TrainConfig.from_yaml(path)
     assert config.model_config().image_size in (192, 384)
 
 
 def test_ablations_change_one_thing_of_the_paper_config():
-    directory = CONFIGS[0].parent
+    directory = CONFIG_DIR
     paper = TrainConfig.from_yaml(directory / "paper.yaml").to_dict()
 
     def changes(name):
@@ -78,3 +80,20 @@ def test_question_weights_name_known_families_with_positive_weights(tmp_path):
         TrainConfig.from_yaml(_yaml(tmp_path, "question_weights: {diference: 4}\n"))
     with pytest.raises(ValueError, match="must be > 0"):
         TrainConfig.from_yaml(_yaml(tmp_path, "question_weights: {difference: 0}\n"))
+
+
+def test_each_synthetic_table_config_changes_what_its_name_says_of_the_demo():
+    demo = TrainConfig.from_yaml(CONFIG_DIR / "demo.yaml").to_dict()
+
+    def changes(name):
+        config = TrainConfig.from_yaml(CONFIG_DIR / "synthetic_table" / f"{name}.yaml").to_dict()
+        changed = {k: v for k, v in config.items() if v != demo[k] and k not in ("output_dir", "model")}
+        model = {k: v for k, v in config["model"].items() if v != demo["model"].get(k)}
+        return changed, model
+
+    assert changes("full_pooled_gate") == ({}, {"mask_gate": "pooled_mask"})
+    assert changes("full_difference_tokens") == ({}, {"reference_tokens": "difference"})
+    assert changes("full_trained_on_difference") == ({"question_types": ["difference"]}, {})
+    assert changes("full_difference_tokens_trained_on_difference") == (
+        {"question_types": ["difference"]}, {"reference_tokens": "difference"})
+    assert changes("no_saliency") == ({}, {"use_saliency_mask": False})
