@@ -221,7 +221,7 @@ def run_stages(model, main: torch.Tensor, ref: torch.Tensor, question: str, lam:
     masked = record("image_encoder_masked", lambda: model.masked_encode(state, fused, with_mask_image=False))
     text = model.tokenize([question])
     encoded = record("question_encoder", lambda: model.encode_question(text["question_ids"], text["question_mask"]))
-    prefix = model.decoder.build_prefix(masked.masked_main, masked.masked_ref, encoded, text["question_mask"])
+    prefix = model.decoder.build_prefix(*model.image_slots(masked, state), encoded, text["question_mask"])
     decoding = record("decoder_prefill", lambda: model.decoder.prefill(prefix))
     for _ in range(tokens - 1):
         token = decoding.logits.float().argmax(-1)

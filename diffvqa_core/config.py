@@ -17,7 +17,7 @@ from typing import Any
 PRESET_DIR = Path(__file__).resolve().parent / "model_configs"
 
 MASK_GATES = ("encoded_mask", "pooled_mask")
-REFERENCE_TOKENS = ("reference", "difference")
+REFERENCE_TOKENS = ("reference", "difference", "unmasked_difference")
 KOLEO_VECTORS = ("masked_main", "masked_pair", "main")
 
 
@@ -101,6 +101,9 @@ class DiffVQAConfig:
     # Not in the paper ("reference" = the paper): what the decoder's second image slot holds. "difference" puts
     # f_mask_main - f_mask_ref there (token i of the registered main minus token i of the reference), so a
     # change is one token's value rather than a comparison the decoder must learn across N + 1 positions.
+    # "unmasked_difference" puts f_main - f_ref there, phi's features of the registered main and the reference
+    # before masking: the decoder then reads the masked main visit and the whole image's change (the paper's
+    # conclusion speaks of "masked and unmasked image features" forming the prefix; its eq. 10 has masked only).
     reference_tokens: str = "reference"
 
     # The paper's three ambiguous points; see diffvqa_core.losses for the reasons behind each default.

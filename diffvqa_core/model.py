@@ -215,24 +215,40 @@ class DiffVQAModel(nn.Module):
         adaptive = self.adaptive_mask(features_main, features_ref)
         return VisualState(registration, ref, features_main, features_ref, prior, adaptive)
 
-    def prefix(self, masked: MaskedFeatures | None, question_ids: torch.Tensor, question_mask: torch.Tensor) -> Prefix:
-        """The decoder input of eq. 10 from the masked features and the (B, L) question tokens.
+    def image_slots(self, masked: MaskedFeatures,
+                    state: VisualState | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's two image token sequences (eq. 10), each (B, N, D), as ``reference_tokens`` says.
+
+        "reference" (the paper): f_mask_main, f_mask_ref. "difference": f_mask_main, f_mask_main - f_mask_ref.
+        "unmasked_difference": f_mask_main, f_main - f_ref (the unmasked features of the visual ``state``).
+        """
+        mode = self.config.reference_tokens
+        if mode == "difference":
+            return masked.masked_main, masked.masked_main - masked.masked_ref
+        if mode == "unmasked_difference":
+            if state is None:
+                raise ValueError("reference_tokens 'unmasked_difference' needs the visual state's unmasked features")
+            return masked.masked_main, state.features_main - state.features_ref
+        return masked.masked_main, masked.masked_ref
+
+    def prefix(self, masked: MaskedFeatures | None, question_ids: torch.Tensor, question_mask: torch.Tensor,
+               state: VisualState | None = None) -> Prefix:
+        """The decoder input of eq. 10 from the masked features (and, for some ``reference_tokens``, the
+        unmasked ones in ``state``) and the (B, L) question tokens.
 
         The question-only baseline (``use_images`` False) keeps the layout with zero image tokens (``masked``
-        is then ignored and may be None).
+        and ``state`` are then ignored and may be None).
         """
         question = self.encode_question(question_ids, question_mask)  # (B, L, D)
         if not self.config.use_images:
-            masked = self.no_image_tokens(question)
-        second = masked.masked_ref
-        if self.config.reference_tokens == "difference":
-            second = masked.masked_main - masked.masked_ref
-        return self.decoder.build_prefix(masked.masked_main, second, question, question_mask)
+            masked, state = self.no_image_tokens(question), None
+        first, second = self.image_slots(masked, state)
+        return self.decoder.build_prefix(first, second, question, question_mask)
 
     def decode(self, masked: MaskedFeatures | None, question_ids: torch.Tensor, question_mask: torch.Tensor,
-               answer_ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
+               answer_ids: torch.Tensor, answer_mask: torch.Tensor, state: VisualState | None = None) -> torch.Tensor:
         """Stage 7 (eq. 10-11): teacher-forced answer logits (B, T, V)."""
-        return self.decoder(self.prefix(masked, question_ids, question_mask), answer_ids, answer_mask)
+        return self.decoder(self.prefix(masked, question_ids, question_mask, state), answer_ids, answer_mask)
 
     def no_image_tokens(self, like: torch.Tensor) -> MaskedFeatures:
         """Empty (B, 0, D) image token sequences for the question-only baseline."""
@@ -260,7 +276,7 @@ class DiffVQAModel(nn.Module):
         state = self.visual_state(main, ref)
         fused = self.fuse(state.prior.union, state.adaptive.fused, lam)  # (B, 1, H, W)
         masked = self.masked_encode(state, fused, with_mask_image=self.config.mask_gate == "encoded_mask")
-        logits = self.decode(masked, question_ids, question_mask, answer_ids, answer_mask)
+        logits = self.decode(masked, question_ids, question_mask, answer_ids, answer_mask, state)
         terms = self.loss_terms(state, masked, fused, logits, answer_ids, answer_mask)
         return DiffVQAOutput(
             loss=self.total_loss(terms), terms=terms, theta=state.registration.theta,
@@ -383,7 +399,7 @@ class DiffVQAModel(nn.Module):
         fused = self.fuse(state.prior.union, state.adaptive.fused, lam)
         masked = self.masked_encode(state, fused, with_mask_image=False) if self.config.use_images else None
         text = self.tokenize(questions)
-        prefix = self.prefix(masked, text["question_ids"], text["question_mask"])
+        prefix = self.prefix(masked, text["question_ids"], text["question_mask"], state)
         ids = self.decoder.generate(prefix, num_beams=num_beams, max_new_tokens=max_new_tokens,
                                     no_repeat_ngram_size=no_repeat_ngram_size, use_cache=use_cache)
         answers = [a.strip() for a in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]

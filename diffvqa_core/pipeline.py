@@ -166,7 +166,8 @@ class DiffVQAPipeline:
         """
         directory = Path(path) if path is not None else DEMO_CHECKPOINT
         if not directory.exists():
-            hint = " (the bundled demo checkpoint is missing: use a full clone or pass a checkpoint folder)" if path is None else ""
+            hint = (" (the bundled demo checkpoint is missing: use a full clone or pass a checkpoint folder)"
+                    if path is None else "")
             raise FileNotFoundError(f"no diffvqa checkpoint at {directory}{hint}")
         model = DiffVQAModel.from_pretrained(directory)
         return cls(model, checkpoint_name=directory.name, checkpoint_sha256=file_sha256(directory / WEIGHTS_FILE),

@@ -165,3 +165,20 @@ def test_difference_reference_tokens_put_main_minus_reference_in_the_second_imag
     assert torch.allclose(second, state.features_main - state.features_ref)
     with pytest.raises(ValueError, match="reference_tokens"):
         build(reference_tokens="sum")
+
+
+def test_unmasked_difference_reference_tokens_read_the_masked_main_and_the_unmasked_change(images):
+    model = build(reference_tokens="unmasked_difference").eval()
+    text = model.tokenize(QUESTIONS)
+    with torch.no_grad():
+        state = model.visual_state(*images)
+        fused = model.fuse(state.prior.union, state.adaptive.fused, 0.5)
+        masked = model.masked_encode(state, fused, with_mask_image=False)
+        prefix = model.prefix(masked, text["question_ids"], text["question_mask"], state)
+        with pytest.raises(ValueError, match="unmasked features"):
+            model.prefix(masked, text["question_ids"], text["question_mask"])
+        assert len(model.generate(*images, QUESTIONS, max_new_tokens=3)) == len(QUESTIONS)
+    tokens = state.features_main.shape[1]
+    assert torch.allclose(prefix.embeddings[:, 1: tokens + 1], masked.masked_main)
+    assert torch.allclose(prefix.embeddings[:, tokens + 2: 2 * tokens + 2], state.features_main - state.features_ref)
+    assert not torch.allclose(masked.masked_main, state.features_main)  # the first slot is the masked one

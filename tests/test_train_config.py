@@ -96,4 +96,5 @@ def test_each_synthetic_table_config_changes_what_its_name_says_of_the_demo():
     assert changes("full_trained_on_difference") == ({"question_types": ["difference"]}, {})
     assert changes("full_difference_tokens_trained_on_difference") == (
         {"question_types": ["difference"]}, {"reference_tokens": "difference"})
+    assert changes("full_unmasked_difference_tokens") == ({}, {"reference_tokens": "unmasked_difference"})
     assert changes("no_saliency") == ({}, {"use_saliency_mask": False})

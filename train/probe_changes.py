@@ -6,7 +6,8 @@ tokens), giving per pair the vector [pool(a), pool(b), pool(a) - pool(b)] for tw
 
 - ``unmasked``: a = f_main, b = f_ref, phi on the registered main and the reference (eq. 3);
 - ``decoder``: the two image slots the decoder reads (eq. 10): f_mask_main and f_mask_ref, or
-  f_mask_main - f_mask_ref with ``reference_tokens: difference``; with M = 1 they are the unmasked ones.
+  another second slot as ``reference_tokens`` says (``DiffVQAModel.image_slots``); with M = 1 and the
+  paper's slots they are the unmasked ones.
 
 A linear probe (L2-regularised logistic regression, one output per finding and direction, fitted with
 L-BFGS on the training split's pairs) then predicts which findings were added (in the main study, not in the
@@ -108,11 +109,8 @@ def pair_features(model, data_root: Path, split: str, limit: int, lam: float,
         state = model.visual_state(main, ref)
         fused = model.fuse(state.prior.union, state.adaptive.fused, lam)
         masked = model.masked_encode(state, fused, with_mask_image=False)
-        second = masked.masked_ref
-        if model.config.reference_tokens == "difference":
-            second = masked.masked_main - masked.masked_ref
         features["unmasked"].append(_pair_vector(state.features_main, state.features_ref))
-        features["decoder"].append(_pair_vector(masked.masked_main, second))
+        features["decoder"].append(_pair_vector(*model.image_slots(masked, state)))
     labels = torch.from_numpy(np.stack([change_labels(data_root, study, reference) for study, reference in pairs]))
     return {name: torch.cat(parts).float() for name, parts in features.items()}, labels
 
