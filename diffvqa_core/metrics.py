@@ -259,6 +259,18 @@ def mask_auroc(masks: np.ndarray | Sequence[np.ndarray], change_masks: np.ndarra
     return _mann_whitney_auroc(scores, labels)
 
 
+def mean_auroc(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Multi-label AUROC: the mean over label columns holding both classes (NaN when none does).
+
+    Args:
+        scores: (n, labels) any real scores.
+        targets: (n, labels) 0/1 (above 0.5 counts as positive).
+    """
+    values = [_mann_whitney_auroc(scores[:, c], targets[:, c] > 0.5) for c in range(targets.shape[1])
+              if 0 < (targets[:, c] > 0.5).sum() < len(targets)]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def _mann_whitney_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """AUROC from average ranks; see :func:`mask_auroc`."""
     positives = int(labels.sum())

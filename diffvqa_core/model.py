@@ -241,9 +241,9 @@ class DiffVQAModel(nn.Module):
         """
         question = self.encode_question(question_ids, question_mask)  # (B, L, D)
         if not self.config.use_images:
-            masked, state = self.no_image_tokens(question), None
-        first, second = self.image_slots(masked, state)
-        return self.decoder.build_prefix(first, second, question, question_mask)
+            empty = self.no_image_tokens(question)
+            return self.decoder.build_prefix(empty.masked_main, empty.masked_ref, question, question_mask)
+        return self.decoder.build_prefix(*self.image_slots(masked, state), question, question_mask)
 
     def decode(self, masked: MaskedFeatures | None, question_ids: torch.Tensor, question_mask: torch.Tensor,
                answer_ids: torch.Tensor, answer_mask: torch.Tensor, state: VisualState | None = None) -> torch.Tensor:

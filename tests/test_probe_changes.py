@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from diffvqa_core.metrics import mean_auroc
 from train.probe_changes import change_labels, fit_linear_probe
-from train.pretrain_encoder import mean_auroc
 from train_support import SMALL_MODEL, make_synthetic_set, one_torch_thread
 from train.__main__ import main as train_main
 

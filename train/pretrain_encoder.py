@@ -127,18 +127,11 @@ class FindingClassifier(nn.Module):
         return self.head(self.encoder.backbone_tokens(images).mean(1))
 
 
-def mean_auroc(scores: np.ndarray, targets: np.ndarray) -> float:
-    """Mean over label columns holding both classes of the Mann-Whitney AUROC (ties count one half)."""
-    from diffvqa_core.metrics import _mann_whitney_auroc
-
-    values = [_mann_whitney_auroc(scores[:, c], targets[:, c] > 0.5) for c in range(targets.shape[1])
-              if 0 < (targets[:, c] > 0.5).sum() < len(targets)]
-    return float(np.mean(values)) if values else float("nan")
-
-
 @torch.no_grad()
 def evaluate(model: FindingClassifier, loader: DataLoader) -> dict[str, float]:
     """Presence AUROC (mean over findings) and exact-set accuracy of presence at 0.5 on a split."""
+    from diffvqa_core.metrics import mean_auroc
+
     model.eval()
     scores, targets = [], []
     for images, labels in loader:

@@ -71,7 +71,7 @@ def probe_changes(model, data_root: Path, *, train_pairs: int, test_pairs: int, 
     Returns:
         {"unmasked": {"added_auroc", "removed_auroc"}, "decoder": {...}, "pairs": {"train", "test"}}.
     """
-    from train.pretrain_encoder import mean_auroc
+    from diffvqa_core.metrics import mean_auroc
 
     model.eval()
     x_train, y_train = pair_features(model, data_root, "train", train_pairs, lam, batch_size)
