@@ -91,10 +91,14 @@ def test_each_synthetic_table_config_changes_what_its_name_says_of_the_demo():
         model = {k: v for k, v in config["model"].items() if v != demo["model"].get(k)}
         return changed, model
 
-    assert changes("full_pooled_gate") == ({}, {"mask_gate": "pooled_mask"})
+    paper_slots = {"reference_tokens": "reference"}
+    assert changes("full_reference_tokens") == ({}, paper_slots)
+    assert changes("full_pooled_gate") == ({}, {**paper_slots, "mask_gate": "pooled_mask"})
     assert changes("full_difference_tokens") == ({}, {"reference_tokens": "difference"})
-    assert changes("full_trained_on_difference") == ({"question_types": ["difference"]}, {})
+    assert changes("full_trained_on_difference") == ({"question_types": ["difference"]}, paper_slots)
     assert changes("full_difference_tokens_trained_on_difference") == (
         {"question_types": ["difference"]}, {"reference_tokens": "difference"})
-    assert changes("full_unmasked_difference_tokens") == ({}, {"reference_tokens": "unmasked_difference"})
     assert changes("no_saliency") == ({}, {"use_saliency_mask": False})
+    assert changes("no_freeze") == ({"epochs_stage1": 0, "epochs_stage2": 8}, {})
+    assert changes("no_unsupervised") == ({}, {"use_unsupervised_losses": False})
+    assert changes("unregistered") == ({}, {"use_registration": False})
