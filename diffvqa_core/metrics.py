@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
-from diffvqa_core.data.grammar import parse_difference_answer
+from diffvqa_core.data.grammar import difference_answer_problems, parse_difference_answer
 
 ANSWER_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 """Keys of every score dict, in the order the literature reports them."""
@@ -186,14 +186,17 @@ def change_agreement(pairs: Iterable[tuple[str, str]]) -> dict[str, float]:
         pairs: (reference answer, predicted answer) per difference question.
 
     Returns:
-        {"questions", "precision", "recall", "f1", "exact"}; precision (recall) is 0 when nothing was predicted
-        (expected); ``exact`` is the fraction of questions whose predicted set equals the reference's.
+        {"questions", "precision", "recall", "f1", "exact", "well_formed"}; precision (recall) is 0 when nothing
+        was predicted (expected); ``exact`` is the fraction of questions whose predicted set equals the
+        reference's; ``well_formed`` the fraction of predictions the benchmark could have written
+        (:func:`~diffvqa_core.data.grammar.difference_answer_problems` finds nothing).
 
     Raises:
         ValueError: on an empty input.
     """
-    questions = true_positive = predicted = expected = exact = 0
+    questions = true_positive = predicted = expected = exact = well_formed = 0
     for reference, prediction in pairs:
+        well_formed += not difference_answer_problems(prediction)
         truth, guess = stated_changes(reference), stated_changes(prediction)
         questions += 1
         true_positive += len(truth & guess)
@@ -205,7 +208,8 @@ def change_agreement(pairs: Iterable[tuple[str, str]]) -> dict[str, float]:
     precision = true_positive / predicted if predicted else 0.0
     recall = true_positive / expected if expected else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"questions": questions, "precision": precision, "recall": recall, "f1": f1, "exact": exact / questions}
+    return {"questions": questions, "precision": precision, "recall": recall, "f1": f1, "exact": exact / questions,
+            "well_formed": well_formed / questions}
 
 
 # --------------------------------------------------------------------------------- mask localisation

@@ -17,6 +17,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from diffvqa_core.data.grammar import difference_answer_problems
 from review_app.errors import user_errors
 from review_app.examples import ExamplePair
 from review_app.rendering import Display
@@ -81,7 +82,8 @@ class Handlers:
             return gr.update(), gr.update(), gr.update(), "", gr.update(), gr.update()
         display = display_of(mask, opacity, center, width)
         return (str(pair.main), str(pair.ref), pair.question or question,
-                f"Source: {inert(pair.attribution)}" + (f"  \nGround truth: *{inert(pair.truth)}*" if pair.truth else ""),
+                f"Source: {inert(pair.attribution)}"
+                + (f"  \nGround truth: *{inert(pair.truth)}*" if pair.truth else ""),
                 self.service.preview(pair.ref, display), self.service.preview(pair.main, display))
 
     @user_errors
@@ -127,6 +129,10 @@ class Handlers:
     def _result_outputs(self, result: AnalysisResult, seconds: float, verb: str) -> tuple[Any, ...]:
         status = (f"{verb} as analysis \\#{result.analysis_id} · question type *{inert(result.question_type)}* · "
                   f"lambda {result.lam:.2f} · {seconds:.2f} s")
+        if result.question_type == "difference":
+            problems = difference_answer_problems(result.answer)
+            if problems:
+                status += " · **not a well-formed answer:** " + inert("; ".join(problems))
         answer = result.answer.strip() or "(the model returned an empty answer)"
         return (answer, result.theta_words, result.analysis_id, *_image_outputs(result.views), status, "")
 

@@ -212,6 +212,33 @@ def test_banner_names_the_checkpoint_and_its_status(name: str, digest: str, is_d
         assert digest[:12] in banner
 
 
+@pytest.mark.parametrize(("question_type", "answer", "flagged"), [
+    ("difference", "the level of edema has changed from moderate to moderate.", True),
+    ("difference", "the level of edema has changed from mild to severe.", False),
+    ("difference", "the main image has <b>", True),
+    ("presence", "the main image has", False),  # only difference answers have a grammar to check
+])
+def test_status_flags_a_difference_answer_the_benchmark_could_not_write(question_type: str, answer: str,
+                                                                         flagged: bool) -> None:
+    from types import SimpleNamespace
+
+    from review_app.handlers import Handlers
+    from review_app.service import AnalysisResult
+
+    picture = np.zeros((4, 4, 3), np.uint8)
+    views = SimpleNamespace(reference=picture, main=picture, registered=picture, reference_plain=picture,
+                            mask_strip=picture)
+    result = AnalysisResult(analysis_id=3, answer=answer, theta_words="", lam=0.5, question_type=question_type,
+                            views=views)
+    outputs = Handlers(service=None, examples=[])._result_outputs(result, 0.1, "Analysed")
+    status = outputs[-2]
+    assert status.startswith("Analysed as analysis \\#3")
+    assert ("not a well-formed answer" in status) == flagged
+    assert "<b>" not in status
+    if flagged and "moderate" in answer:
+        assert "changed from moderate to moderate" in status
+
+
 def test_synthetic_examples_are_generated_once_with_their_question_and_truth(tmp_path: Path) -> None:
     pairs = examples.ensure_synthetic_examples(tmp_path, pairs=2, seed=3)
     assert len(pairs) == 2

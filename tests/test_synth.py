@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from diffvqa_core.data import DiffVQADataset, layout
 from diffvqa_core.data.findings import CATALOGUE, Finding
 from diffvqa_core.data.grammar import (
-    DIFFERENCE_ANSWER, difference_answer, join_items, parse_difference_answer,
+    DIFFERENCE_ANSWER, difference_answer, difference_answer_problems, join_items, parse_difference_answer,
 )
 from diffvqa_core.data.synthetic import generate_benchmark
 from diffvqa_core.data.vocabulary import LEVEL_WORDS, LOCATION_WORDS, QUESTION_TYPES, TYPE_WORDS
@@ -61,6 +61,25 @@ def test_difference_answer_orders_level_changes_additions_removals():
     assert difference_answer(ref, ref) == "nothing has changed."
 
 
+def test_difference_answer_problems_name_what_the_benchmark_could_not_write():
+    assert difference_answer_problems("nothing has changed.") == []
+    assert difference_answer_problems("the level of edema has changed from mild to severe.") == []  # no end space
+    assert difference_answer_problems("  ") == ["the answer is empty"]
+    assert difference_answer_problems("the main image has") == ["not a sentence of the benchmark's difference grammar"]
+    assert difference_answer_problems("the level of edema has changed from moderate to moderate. ") == [
+        "says the level of edema changed from moderate to moderate"]
+    assert difference_answer_problems("the level of edema has changed from moderate. ") == [
+        "not a sentence of the benchmark's difference grammar"]
+    assert difference_answer_problems("the level of edema has changed from moderate to huge. ") == [
+        "unknown level 'huge' for edema"]
+    assert difference_answer_problems(
+        "the main image has an additional finding of dragon than the reference image. ") == ["unknown finding 'dragon'"]
+    assert difference_answer_problems(
+        "the main image has an additional finding of edema than the reference image. "
+        "the main image is missing the finding of edema than the reference image. ") == [
+        "says edema is both new and missing"]
+
+
 def test_files_follow_the_benchmark_schema(synth_root):
     questions = _questions(synth_root)
     studies = pd.read_csv(synth_root / layout.STUDIES_CSV, dtype=str)
@@ -79,6 +98,7 @@ def test_every_difference_answer_matches_grammar_and_ground_truth(synth_root):
     questions = _questions(synth_root)
     for row in questions[questions["question_type"] == "difference"].itertuples():
         assert DIFFERENCE_ANSWER.match(row.answer), row.answer
+        assert difference_answer_problems(row.answer) == [], row.answer
         truth = _sidecar(synth_root, row.study_id, row.ref_id)
         main = {f["name"]: f for f in truth["findings_main"]}
         ref = {f["name"]: f for f in truth["findings_ref"]}

@@ -7,7 +7,8 @@ Writes into ``--out``:
   ``diffvqa_core.metrics.score_by_question_type`` (PTBTokenizer, corpus level, keyed by row id, each type
   rescored on its own); on data with synthetic ground truth also "registration" and "mask"
   (see ``train.pair_scores``); with difference questions also "difference_changes" (precision, recall, F1 and
-  exact-set accuracy of the changes the answers name: ``diffvqa_core.metrics.change_agreement``);
+  exact-set accuracy of the changes the answers name, and the fraction of answers the benchmark could have
+  written: ``diffvqa_core.metrics.change_agreement``);
 - ``settings.json``: checkpoint, split, decoding and row count, for provenance.
 
 ``--checkpoint demo`` evaluates the bundled demo model (``assets/demo_model``).

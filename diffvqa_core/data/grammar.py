@@ -87,6 +87,32 @@ def parse_difference_answer(answer: str) -> tuple[list[tuple[str, str, str]], li
     return levels, split_items(added.group(1)) if added else [], split_items(removed.group(1)) if removed else []
 
 
+def difference_answer_problems(answer: str) -> list[str]:
+    """Why a (generated) difference answer is not one the benchmark could have written; [] when it could be.
+
+    Checks the sentence grammar, that every finding and level word is the benchmark's, that a level "change"
+    changes the level, and that no finding is both added and missing. Generated text may lack the trailing space
+    the benchmark's sentences end with; it is added before the grammar is checked.
+    """
+    text = answer.strip()
+    if not text:
+        return ["the answer is empty"]
+    sentence = text if text == NOTHING_CHANGED else text + " "
+    if not DIFFERENCE_ANSWER.match(sentence):
+        return ["not a sentence of the benchmark's difference grammar"]
+    levels, added, removed = parse_difference_answer(sentence)
+    problems = [f"unknown finding '{name}'" for name in dict.fromkeys([n for n, _, _ in levels] + added + removed)
+                if name not in CATALOGUE]
+    for name, before, after in levels:
+        unknown = [word for word in (before, after) if word not in LEVEL_WORDS]
+        if unknown:
+            problems.append(f"unknown level '{unknown[0]}' for {name}")
+        elif before == after:
+            problems.append(f"says the level of {name} changed from {before} to {after}")
+    problems += [f"says {name} is both new and missing" for name in added if name in removed]
+    return problems
+
+
 def difference_question(main: dict[str, Finding], ref: dict[str, Finding]) -> tuple[str, str]:
     """The pair's difference question and answer (the regional form when a located level changed)."""
     for name in official_order(set(main) & set(ref)):
