@@ -17,6 +17,7 @@ import struct
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -387,6 +388,84 @@ def _dicom_colour_to_gray(pixels: np.ndarray, dataset, photometric: str) -> np.n
     bits = int(dataset.get("BitsStored", 8)) if photometric != "PALETTE COLOR" else 16
     scale = float(2**bits - 1) if pixels.dtype != np.uint8 else 255.0
     return np.clip(_luma(pixels.astype(np.float64) / scale), 0.0, 1.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- is it a frontal chest film?
+
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
+"""DICOM Modality values of projection radiographs: computed (CR), digital (DX), radiographic imaging (RG);
+"DR" is not a DICOM term but some digital-radiography systems write it."""
+LATERAL_VIEWS = frozenset({"LL", "RL", "LLD", "RLD", "LAT", "LATERAL", "LEFT LATERAL", "RIGHT LATERAL"})
+"""DICOM ViewPosition values of lateral (and lateral decubitus) projections."""
+
+
+def not_a_radiograph(source: ImageSource) -> str | None:
+    """Why a DICOM file is not a projection radiograph (a CT or MR slice, an ultrasound frame), else None.
+
+    DiffVQA is trained on chest radiographs; any other image would still get a fluent answer, so callers
+    refuse what this flags. Only the Modality attribute (0008,0060) is read: no identifier, no pixel data.
+    PNG and JPEG carry no such fact, and a DICOM that leaves it empty is given the benefit of the doubt.
+
+    Args:
+        source: a file path or the file's bytes (anything else has no DICOM header: None).
+
+    Returns:
+        A sentence for a radiologist, or None.
+    """
+    modality, _ = _dicom_modality_and_view(source)
+    if modality and modality not in RADIOGRAPH_MODALITIES:
+        return (f"it is not a radiograph (DICOM Modality {modality}); DiffVQA reads chest radiographs "
+                "(Modality CR or DX)")
+    return None
+
+
+def lateral_view(source: ImageSource) -> str | None:
+    """Why a DICOM file is not a frontal film (its ViewPosition says lateral), else None.
+
+    The model learned from frontal (PA or AP) films; callers flag an answer about a lateral view. Only the
+    ViewPosition attribute (0018,5101) is read.
+
+    Args:
+        source: a file path or the file's bytes (anything else: None).
+
+    Returns:
+        A sentence for a radiologist, or None.
+    """
+    _, view = _dicom_modality_and_view(source)
+    if view in LATERAL_VIEWS:
+        return f"it is a lateral view (DICOM ViewPosition {view}); DiffVQA was trained on frontal (PA or AP) films"
+    return None
+
+
+def _dicom_modality_and_view(source: ImageSource) -> tuple[str, str]:
+    """Upper-case Modality and ViewPosition of a DICOM file ("" when absent, unreadable or not DICOM)."""
+    import pydicom
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        handle: Any = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, Path)):
+        try:
+            handle = open(source, "rb")  # noqa: SIM115 - closed below
+        except OSError:
+            return "", ""
+    else:
+        return "", ""
+    try:
+        with handle:
+            if handle.read(_DICOM_MAGIC_OFFSET + 4)[_DICOM_MAGIC_OFFSET:] != b"DICM":
+                return "", ""
+            handle.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                dataset = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=["Modality", "ViewPosition"])
+    except Exception:  # noqa: BLE001 - an unreadable header is read_image's to report
+        return "", ""
+
+    def clean(keyword: str) -> str:
+        text = " ".join(str(dataset.get(keyword, "") or "").upper().split())
+        return "".join(ch for ch in text if ch.isalnum() or ch == " ")[:16]
+
+    return clean("Modality"), clean("ViewPosition")
 
 
 # ------------------------------------------------------------------------------------------ value maps
