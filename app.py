@@ -1,6 +1,7 @@
 """DiffVQA review app: radiologists check the model's answers and masks and record their verdicts.
 
     python app.py [--checkpoint DIR] [--db URL] [--examples DIR] [--host 127.0.0.1] [--port 7860] [--auth FILE]
+                  [--no-preload]
 
 This file only lays out the Gradio UI and wires its events; the logic lives in ``review_app`` (handlers,
 service, rendering), the model in ``diffvqa_core`` and the database in ``feedback_db``. ``build_demo`` can be
@@ -24,25 +25,43 @@ import gradio as gr  # noqa: E402
 
 from diffvqa_core.data.vocabulary import QUESTION_TYPES  # noqa: E402
 from feedback_db import FeedbackStore, OverlayCache  # noqa: E402
-from review_app.examples import ExamplePair, load_examples  # noqa: E402
+from review_app.examples import SYNTH_ATTRIBUTION, ExamplePair, load_examples  # noqa: E402
 from review_app.handlers import (  # noqa: E402
+    EXAMPLE,
+    IMAGES,
     MASK_CHOICES,
     RATING_CHOICES,
+    REVIEW,
+    SCREEN,
     TABLE_COLUMNS,
     TABLE_WIDTHS,
     VERDICT_CHOICES,
     Handlers,
 )
 from review_app.questions import OTHER, question_choices  # noqa: E402
+from review_app.rendering import colour_bar_html  # noqa: E402
 from review_app.service import ReviewService  # noqa: E402
 
 log = logging.getLogger("diffvqa.app")
 QUESTION_TYPE_CHOICES = [*QUESTION_TYPES, OTHER]
+BROWSER_STATE_SECRET = "diffvqa-review-app"
+"""Key of the browser storage that remembers the reviewer's name: fixed, so the name survives an app restart
+(it guards nothing secret; the name is not a credential)."""
+
+
+MASK_NOTES = {
+    "U": "**U · DINO prior**: where a frozen DINO model attends in either film (the union of the two maps); "
+         "it learned nothing from this task.",
+    "F": "**F · adaptive**: the mask DiffVQA learned from the features of both films.",
+    "M": "**M · fused** = λU + (1−λ)F: the weights the image encoder reads both films through.",
+}
+LAMBDA_INFO = ("M = λU + (1−λ)F. 1 = only the prior U, 0 = only the adaptive F. Enter or release applies it: "
+               "the overlays at once, then a new answer.")
 
 
 def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | None = None, *,
                examples: Sequence[ExamplePair] | None = None, overlays: OverlayCache | None = None,
-               synthetic_examples: bool = True) -> gr.Blocks:
+               synthetic_examples: bool = True, preload: ExamplePair | None = None) -> gr.Blocks:
     """Lay out the review app over a pipeline and a feedback store.
 
     Args:
@@ -52,70 +71,93 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
         examples: the picker's pairs, if already loaded (then ``examples_dir`` is ignored).
         overlays: where review pictures are kept (default: the per-user cache of the database).
         synthetic_examples: also offer a few generated synthetic pairs.
+        preload: a pair analysed now and shown on every page as it opens (None: pages open empty).
 
     Returns:
         The Blocks app, not launched (see ``review_app.launch.serve``).
+
+    Raises:
+        gr.Error: ``preload`` cannot be analysed.
     """
     if examples is None:
         examples = load_examples(examples_dir, synthetic=synthetic_examples)
     h = Handlers(ReviewService(pipeline, store, overlays), examples)
-    with gr.Blocks(title="DiffVQA review", analytics_enabled=False) as demo:
+    ui: dict[str, Any] = {}
+    with gr.Blocks(title="DiffVQA review", analytics_enabled=False, fill_width=True) as demo:
         gr.HTML(h.banner_html(), elem_id="banner")
         with gr.Tab("Review", id="review"):
-            with gr.Row(equal_height=False):
-                with gr.Column(scale=1, min_width=300):
-                    example = gr.Dropdown([p.name for p in examples], value=None, label="Example pair",
-                                          elem_id="example", info="or upload PNG / JPEG / DICOM below")
-                    attribution = gr.Markdown("", elem_id="attribution")
-                    main_file = gr.File(label="Main image (current visit)", type="filepath", elem_id="main-file",
-                                        height=90)
-                    ref_file = gr.File(label="Reference image (prior visit)", type="filepath", elem_id="ref-file",
-                                       height=90)
-                    question = gr.Dropdown(question_choices(), value=question_choices()[0], allow_custom_value=True,
-                                           label="Question", info="pick one of the seven families or type",
-                                           elem_id="question")
+            with gr.Row(equal_height=False, elem_id="review-row"):
+                with gr.Column(scale=1, min_width=290, elem_id="inputs"):
+                    ui["example"] = gr.Dropdown([p.name for p in examples], value=None, label="Example pair",
+                                                elem_id="example", info="or upload two films below")
+                    ui["main_file"] = gr.File(label="Main image (current visit): PNG, JPEG or DICOM",
+                                              type="filepath", elem_id="main-file", height=64)
+                    ui["ref_file"] = gr.File(label="Reference image (prior visit)", type="filepath",
+                                             elem_id="ref-file", height=64)
+                    ui["question"] = gr.Dropdown(question_choices(), value=question_choices()[0],
+                                                 allow_custom_value=True, label="Question",
+                                                 info="pick one of the seven families or type", elem_id="question")
                     analyze = gr.Button("Analyse", variant="primary", elem_id="analyze")
-                    answer = gr.Textbox(label="Answer", lines=2, interactive=False, elem_id="answer")
-                    theta = gr.Textbox(label="Registration (main onto reference)", interactive=False,
-                                       elem_id="theta")
-                    status = gr.Markdown("", elem_id="analysis-status")
-                with gr.Column(scale=3):
-                    with gr.Row():
-                        ref_view = gr.Image(label="Reference (prior)", format="png", interactive=False, height=440,
-                                            elem_id="ref-view", elem_classes="visit", buttons=["fullscreen"])
-                        main_view = gr.Image(label="Main (current)", format="png", interactive=False, height=440,
-                                             elem_id="main-view", elem_classes="visit", buttons=["fullscreen"])
-                    with gr.Row():
-                        mask = gr.Radio(MASK_CHOICES, value="M", label="Overlay", elem_id="mask", scale=2)
+                    ui["status"] = gr.Markdown("Choose both films: the **main** (current) and the **reference** "
+                                               "(prior) visit.", elem_id="analysis-status")
+                    ui["answer"] = gr.Textbox(label="Answer", lines=2, interactive=False, elem_id="answer")
+                    ui["attribution"] = gr.Markdown("", elem_id="attribution")
+                    ui["theta"] = gr.Textbox(label="Registration (main onto reference)", interactive=False,
+                                             elem_id="theta")
+                with gr.Column(scale=3, min_width=600, elem_id="outputs"):
+                    with gr.Row(elem_id="films"):
+                        ui["ref_view"] = gr.Image(label="Reference (prior)", format="png", interactive=False,
+                                                  height=400, elem_id="ref-view", elem_classes="visit",
+                                                  buttons=["fullscreen"])
+                        ui["main_view"] = gr.Image(label="Main (current)", format="png", interactive=False,
+                                                   height=400, elem_id="main-view", elem_classes="visit",
+                                                   buttons=["fullscreen"])
+                        ui["registered"] = gr.ImageSlider(label="Registered main ⟷ reference (drag)", format="png",
+                                                          interactive=False, height=400, max_height=400,
+                                                          elem_id="registered", buttons=["fullscreen"])
+                    with gr.Row(elem_id="display-controls"):
+                        mask = gr.Radio(MASK_CHOICES, value="M", label="Overlay on the films", elem_id="mask",
+                                        scale=2)
                         opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity", elem_id="opacity")
-                        lam = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Lambda  (M = λU + (1-λ)F)",
-                                        elem_id="lambda", info="on release: overlays at once, then a new answer")
-                    with gr.Row():
                         center = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Window centre", elem_id="center")
                         width = gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Window width", elem_id="width")
-                    with gr.Row():
-                        registered = gr.ImageSlider(label="Registered main ⟷ reference (drag)", format="png",
-                                                    interactive=False, height=360, elem_id="registered")
-                        strip = gr.Image(label="Masks on the registered main image", format="png",
-                                         interactive=False, height=360, elem_id="mask-strip")
+                    with gr.Row(elem_id="masks"):
+                        for name, title in (("U", "U · DINO prior"), ("F", "F · adaptive"), ("M", "M · fused")):
+                            with gr.Column(min_width=260, elem_classes="mask-panel"):
+                                ui[f"mask_{name.lower()}"] = gr.Image(
+                                    label=title, format="png", interactive=False, height=340,
+                                    elem_id=f"mask-{name.lower()}", elem_classes="mask", buttons=["fullscreen"])
+                                gr.Markdown(MASK_NOTES[name], elem_classes="mask-note")
+                    with gr.Row(elem_id="mask-scale-row"):
+                        with gr.Column(scale=2, min_width=300):
+                            gr.HTML(colour_bar_html(), label="Colour scale of U, F and M", elem_id="mask-scale")
+                            gr.Markdown("One colour scale for the three masks: dark blue 0 (ignored), red 1 "
+                                        "(read in full).", elem_classes="mask-note")
+                        lam = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Lambda (λ)", elem_id="lambda",
+                                        info=LAMBDA_INFO, scale=1, min_width=300)
             with gr.Group(elem_id="review-panel"):
                 gr.Markdown("### Your review", elem_id="review-title")
+                ui["review_target"] = gr.Markdown("Nothing to review yet: analyse the pair on screen first.",
+                                                  elem_id="review-target")
                 with gr.Row():
-                    analysis_id = gr.Number(label="Analysis #", precision=0, interactive=False,
-                                            elem_id="analysis-id", min_width=90, scale=0)
-                    verdict = gr.Radio(VERDICT_CHOICES, value=None, label="Verdict", elem_id="verdict", scale=2)
-                    rating = gr.Radio(RATING_CHOICES, value=None, label="Mask rating (does M mark the change?)",
-                                      elem_id="mask-rating", scale=2)
-                    reviewer = gr.Textbox(label="Reviewer", elem_id="reviewer", max_length=100, scale=1)
+                    ui["analysis_id"] = gr.Number(label="Analysis #", precision=0, interactive=False,
+                                                  elem_id="analysis-id", min_width=90, scale=0)
+                    ui["verdict"] = gr.Radio(VERDICT_CHOICES, value=None, label="Verdict on the answer",
+                                             elem_id="verdict", scale=2)
+                    ui["rating"] = gr.Radio(RATING_CHOICES, value=None, label="Mask rating: does M mark the change?",
+                                            elem_id="mask-rating", scale=2)
+                    reviewer = gr.Textbox(label="Reviewer", elem_id="reviewer", max_length=100, scale=1,
+                                          info="remembered in this browser")
                 with gr.Row():
-                    corrected = gr.Textbox(label="Corrected answer", lines=2, max_length=2000, elem_id="corrected")
-                    comment = gr.Textbox(label="Comment", lines=2, max_length=4000, elem_id="comment")
+                    ui["corrected"] = gr.Textbox(label="Corrected answer", lines=2, max_length=2000,
+                                                 elem_id="corrected")
+                    ui["comment"] = gr.Textbox(label="Comment", lines=2, max_length=4000, elem_id="comment")
                 with gr.Row():
-                    save = gr.Button("Save review", variant="primary", elem_id="save-review", scale=0, min_width=180)
-                    review_status = gr.Markdown("", elem_id="review-status")
-                    review_id = gr.Number(visible=False, precision=0, elem_id="review-id")
+                    ui["save"] = gr.Button("Save review", variant="primary", elem_id="save-review", scale=0,
+                                           min_width=180, interactive=False)
+                    ui["review_status"] = gr.Markdown("", elem_id="review-status")
                 gr.Markdown("Shortcuts: **Alt+1** agree · **Alt+2** partly · **Alt+3** disagree · **Alt+S** save · "
-                            "**Alt+A** analyse", elem_id="shortcuts")
+                            "**Alt+A** analyse · **Enter** in the λ box applies it", elem_id="shortcuts")
         with gr.Tab("Disagreements", id="disagreements") as disagreements_tab:
             with gr.Row():
                 f_type = gr.Dropdown(QUESTION_TYPE_CHOICES, value=None, label="Question type", elem_id="f-type")
@@ -130,35 +172,79 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
             table = gr.Dataframe(headers=TABLE_COLUMNS, value=[], interactive=False, wrap=True,
                                  elem_id="reviews-table", max_height=560, column_widths=TABLE_WIDTHS)
             with gr.Row():
-                selected = gr.Textbox(label="Review ids to export (click rows; empty = all shown)",
-                                      elem_id="selected")
-                export = gr.Button("Export zip", variant="primary", elem_id="export", scale=0, min_width=160)
-                export_file = gr.File(label="Export", interactive=False, elem_id="export-file", height=90)
+                with gr.Column(scale=2):
+                    details = gr.Markdown("Click a row to see what its reviewer saw.", elem_id="review-details")
+                    with gr.Row():
+                        selected = gr.Textbox(label="Review ids to export (click rows; empty = all shown)",
+                                              elem_id="selected")
+                        export = gr.Button("Export zip", variant="primary", elem_id="export", scale=0, min_width=160)
+                    export_file = gr.File(label="Export", interactive=False, elem_id="export-file", height=90)
+                picture = gr.Image(label="What the reviewer saw", format="png", interactive=False, height=320,
+                                   elem_id="review-picture", scale=2, buttons=["fullscreen"])
+
+        # Not shown: the review id of the last save, the reviewer's name in this browser's storage, and the
+        # triggers of the scripting API (/analyze, /reanswer, /record_review), which raise errors for scripts
+        # where the screen's own handlers write them into the status lines.
+        review_id = gr.Number(visible=False, precision=0, elem_id="review-id")
+        reviewer_memory = gr.BrowserState("", storage_key="diffvqa-reviewer", secret=BROWSER_STATE_SECRET)
+        api_strip = gr.Image(visible=False, format="png")
+        api_analyze, api_reanswer, api_save = (gr.Button(visible=False) for _ in range(3))
 
         display = [mask, opacity, center, width]
-        images = [ref_view, main_view, registered, strip]
-        result = [answer, theta, analysis_id, *images, status, review_status]
+        screen = [ui[name] for name in SCREEN]
+        review = [ui[name] for name in REVIEW]
+        images = [ui[name] for name in IMAGES]
+        analysis_id, status = ui["analysis_id"], ui["status"]
+        files = [ui["main_file"], ui["ref_file"]]
+        review_form = [ui["verdict"], ui["corrected"], ui["rating"], ui["comment"], reviewer]
         filters = [f_type, f_verdict, f_reviewer, f_since, f_until]
 
-        example.change(h.pick_example, [example, question, *display],
-                       [main_file, ref_file, question, attribution, ref_view, main_view], api_visibility="private")
-        main_file.upload(h.preview, [main_file, *display], main_view, api_visibility="private")
-        ref_file.upload(h.preview, [ref_file, *display], ref_view, api_visibility="private")
-        analyze.click(h.analyze, [main_file, ref_file, question, lam, *display], result,
-                      api_name="analyze", concurrency_id="model").success(
-            h.blank_review, None, [verdict, rating, corrected, comment], api_visibility="private")
-        lam.release(h.refuse, [analysis_id, lam, *display], images, api_visibility="private",
-                    show_progress="hidden").then(
-            h.reanswer, [analysis_id, lam, *display], result, api_name="reanswer", concurrency_id="model")
-        gr.on([mask.change, opacity.release, center.release, width.release], h.redraw,
-              [analysis_id, lam, *display], images, api_visibility="private", show_progress="hidden")
-        save.click(h.record_review, [analysis_id, verdict, corrected, rating, comment, reviewer, lam, *display],
-                   [review_status, review_id], api_name="record_review", concurrency_limit=8)
+        analysing = analyze.click(h.analyze_on_screen, [*files, ui["question"], lam, *display], [*screen, *review],
+                                  api_visibility="private", concurrency_id="model")
+        refusing = lam.release(h.redraw_on_screen, [analysis_id, *files, lam, *display], [*images, status],
+                               api_visibility="private", show_progress="hidden")
+        reanswering = refusing.then(h.reanswer_on_screen, [analysis_id, lam, ui["verdict"], ui["rating"],
+                                                          ui["review_status"], *display], [*screen, *review],
+                                    api_visibility="private", concurrency_id="model")
+        pending = [analysing, refusing, reanswering]  # a change of the inputs cancels what would answer the old ones
+        ui["example"].input(h.pick_example, [ui["example"], ui["question"], *display],
+                            [ui[name] for name in (*EXAMPLE, *SCREEN, *REVIEW)], api_visibility="private",
+                            cancels=pending)
+        gr.on([ui["main_file"].upload, ui["main_file"].clear, ui["ref_file"].upload, ui["ref_file"].clear],
+              h.inputs_changed, [*files, *display], [ui["example"], ui["attribution"], *screen, *review],
+              api_visibility="private", cancels=pending)
+        ui["question"].input(h.question_changed, [ui["example"], ui["question"], *files, *display],
+                             [ui["attribution"], *screen, *review], api_visibility="private",
+                             trigger_mode="always_last", cancels=pending)
+        gr.on([mask.change, opacity.release, center.release, width.release], h.redraw_on_screen,
+              [analysis_id, *files, lam, *display], [*images, status], api_visibility="private",
+              show_progress="hidden")
+        ui["save"].click(h.save_on_screen, [analysis_id, *review_form, lam, *display], [ui["review_status"], review_id],
+                         api_visibility="private", concurrency_limit=8).then(
+            None, [review_id], None, js="(id) => { if (id !== null && id !== undefined) { window.diffvqaReview?.saved(); } }")
+        reviewer.change(h.remember_reviewer, reviewer, reviewer_memory, api_visibility="private",
+                       trigger_mode="always_last", show_progress="hidden")
+
+        api_outputs = [ui["answer"], ui["theta"], analysis_id, ui["ref_view"], ui["main_view"], ui["registered"],
+                       api_strip, status, ui["review_status"]]
+        api_analyze.click(h.analyze, [*files, ui["question"], lam, *display], api_outputs, api_name="analyze",
+                          concurrency_id="model")
+        api_reanswer.click(h.reanswer, [analysis_id, lam, *display], api_outputs, api_name="reanswer",
+                           concurrency_id="model")
+        api_save.click(h.record_review, [analysis_id, *review_form, lam, *display], [ui["review_status"], review_id],
+                       api_name="record_review", concurrency_limit=8)
+
         gr.on([refresh.click, disagreements_tab.select], h.list_reviews, filters, [table, count],
-              api_name="list_reviews")
-        table.select(h.toggle_selected, [selected, table], selected, api_visibility="private")
+              api_name="list_reviews").then(h.highlight, [table, selected], table, api_visibility="private",
+                                            show_progress="hidden")
+        table.select(h.toggle_selected, [selected, table], [selected, table, picture, details],
+                     api_visibility="private")
         export.click(h.export, [*filters, selected], export_file, api_name="export_disagreements")
-        demo.load(h.reviewer_from_login, None, reviewer, api_visibility="private")
+        demo.load(h.reviewer_on_load, [reviewer_memory], reviewer, api_visibility="private")
+        if preload is not None:
+            h.preload(preload, question_choices()[0])
+            demo.load(h.preloaded, None, [ui[name] for name in (*EXAMPLE, *SCREEN, *REVIEW)],
+                      api_visibility="private")
     return demo
 
 
@@ -187,7 +273,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--auth", metavar="FILE", help="file of user:password lines; enables login, "
                         "and the login name becomes the reviewer")
     parser.add_argument("--no-synthetic-examples", action="store_true", help="do not generate synthetic pairs")
+    parser.add_argument("--no-preload", action="store_true",
+                        help="open on an empty screen instead of an analysed synthetic example")
     return parser.parse_args(argv)
+
+
+def preload_pair(examples: Sequence[ExamplePair]) -> ExamplePair | None:
+    """The example shown analysed when a page opens: the first synthetic pair, else the first pair, else None."""
+    synthetic = [pair for pair in examples if pair.attribution == SYNTH_ATTRIBUTION]
+    return (synthetic or list(examples) or [None])[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,7 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"feedback database: {store.display_url}", flush=True)
-    demo = build_demo(pipeline, store, examples=examples)
+    try:
+        demo = build_demo(pipeline, store, examples=examples,
+                          preload=None if args.no_preload else preload_pair(examples))
+    except gr.Error as exc:
+        print(f"error: the example to open on could not be analysed: {exc.message}", file=sys.stderr)
+        return 2
     _, url, _ = serve(demo, host=args.host, port=args.port, auth=auth, examples=examples,
                       prevent_thread_lock=True, quiet=True)
     print(f"DiffVQA review app on {url}  (Ctrl+C to stop)", flush=True)

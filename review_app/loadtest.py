@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 VERDICTS = ("agree", "partly", "disagree")
-COMMENT_COLUMN = 10  # /list_reviews table: review, time, reviewer, type, question, answer, correction, verdict,
-REVIEWER_COLUMN = 2  # mask, lambda, comment
+COMMENT_COLUMN = 10  # of the /list_reviews table (review_app.handlers.TABLE_COLUMNS; the script needs no gradio)
 
 
 @dataclass

@@ -10,7 +10,7 @@ the reference's size (crisper than the model-size ``registered_main``, and the s
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import cv2
@@ -21,7 +21,12 @@ from diffvqa_core.imaging import side_by_side, window_level
 
 MaskName = Literal["M", "U", "F", "none"]
 MASK_LABELS: dict[str, str] = {"M": "M fused", "U": "U DINO prior", "F": "F adaptive"}
-DISPLAY_MAX_SIDE = 768
+DISPLAY_MAX_SIDE = 1024
+"""Long side of the rendered films and overlays: the film's own resolution up to this (sharp in full screen)."""
+MASK_TILE_SIDE = 512
+"""Long side of each mask panel (U, F, M)."""
+MASK_TILE_COLOUR = 0.6
+"""Weight of the colour in a mask panel: every value shows its colour on the shared scale, the film stays faint."""
 COLORMAP = "turbo"
 
 
@@ -51,6 +56,8 @@ class Views:
     registered: np.ndarray
     reference_plain: np.ndarray
     mask_strip: np.ndarray
+    mask_tiles: dict[str, np.ndarray] = field(default_factory=dict)
+    """``{"U", "F", "M"}`` panels: each mask on the registered main film, colours on the shared 0-1 scale."""
 
 
 def invert_theta(theta: np.ndarray) -> np.ndarray:
@@ -168,12 +175,69 @@ def render_views(main: np.ndarray, ref: np.ndarray, theta: np.ndarray, masks: di
         reference, main_view = on(ref_u8, chosen, identity), on(main_u8, chosen, invert_theta(theta))
     else:
         reference, main_view = gray_rgb(ref_u8), gray_rgb(main_u8)
-    side = 320
-    small = cv2.resize(registered_u8, (side, side), interpolation=cv2.INTER_AREA)
-    tiles = [heat_overlay(small, cv2.resize(masks[k], (side, side)), max(display.opacity, 0.35)) for k in ("U", "F", "M")]
+    tiles = mask_tiles(registered_u8, masks)
     labels = ["U  DINO prior", "F  adaptive", f"M  fused, lambda {lam:.2f}"]
-    return Views(reference=reference, main=main_view, registered=gray_rgb(registered_u8),
-                 reference_plain=gray_rgb(ref_u8), mask_strip=side_by_side(tiles, labels, gap=6))
+    return Views(reference=reference, main=main_view,
+                 registered=caption(gray_rgb(registered_u8), "registered main", corner="left"),
+                 reference_plain=caption(gray_rgb(ref_u8), "reference", corner="right"),
+                 mask_strip=side_by_side([tiles[k] for k in ("U", "F", "M")], labels, gap=6), mask_tiles=tiles)
+
+
+def mask_tiles(film_u8: np.ndarray, masks: dict[str, np.ndarray], side: int = MASK_TILE_SIDE) -> dict[str, np.ndarray]:
+    """Each mask as a colour panel over a faint copy of the film, all on one absolute 0-1 colour scale.
+
+    Unlike :func:`heat_overlay` the colour's weight is the same everywhere, so a weak mask (F early in
+    training, M at a low lambda) still shows its colour (dark blue for 0) and reads off :func:`colour_bar_html`.
+
+    Args:
+        film_u8: (H, W) uint8 windowed film in the masks' frame (the registered main image).
+        masks: ``{"U", "F", "M"}`` masks in [0, 1] (any size, normalised coordinates over the film).
+        side: long side of each panel in pixels.
+
+    Returns:
+        ``{"U", "F", "M"}`` (h, w, 3) uint8 RGB panels with the film's aspect ratio.
+    """
+    import matplotlib
+
+    scale = side / max(film_u8.shape[:2])
+    size = (max(1, round(film_u8.shape[1] * scale)), max(1, round(film_u8.shape[0] * scale)))
+    base = cv2.resize(film_u8, size, interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] / 255.0
+    tiles = {}
+    for name in ("U", "F", "M"):
+        mask = np.clip(cv2.resize(np.asarray(masks[name], dtype=np.float32), size, interpolation=cv2.INTER_LINEAR),
+                       0.0, 1.0)
+        colour = matplotlib.colormaps[COLORMAP](mask)[..., :3].astype(np.float32)
+        tiles[name] = np.round(((1.0 - MASK_TILE_COLOUR) * base + MASK_TILE_COLOUR * colour) * 255.0).astype(np.uint8)
+    return tiles
+
+
+def colour_bar_html(stops: int = 11) -> str:
+    """The shared colour scale of the mask panels as an HTML bar (a CSS gradient of the colormap), 0 to 1."""
+    import matplotlib
+
+    colours = matplotlib.colormaps[COLORMAP](np.linspace(0.0, 1.0, stops))[:, :3]
+    css = ", ".join(f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)}) {100 * i / (stops - 1):.0f}%"
+                    for i, (r, g, b) in enumerate(colours))
+    return (f'<div class="colour-bar" style="background: linear-gradient(to right, {css});"></div>'
+            '<div class="colour-bar-ticks"><span>0 · ignored</span><span>0.5</span><span>1 · read in full</span></div>')
+
+
+def caption(rgb: np.ndarray, text: str, corner: Literal["left", "right"] = "left") -> np.ndarray:
+    """Burn a white-on-black caption into a bottom corner of an RGB image (a copy), sized to the image.
+
+    Bottom, because the top corners of an image component hold its label and buttons."""
+    out = np.array(rgb, dtype=np.uint8, copy=True)
+    scale = max(0.5, out.shape[1] / 900.0)
+    thickness = max(1, round(scale * 1.6))
+    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    pad = max(4, round(6 * scale))
+    x0 = max(0, pad if corner == "left" else out.shape[1] - width - 3 * pad)
+    y0 = max(0, out.shape[0] - height - baseline - 3 * pad)
+    box = out[y0:y0 + height + baseline + 2 * pad, x0:x0 + width + 2 * pad]
+    box[:] = (box * 0.3).astype(np.uint8)
+    cv2.putText(out, text, (x0 + pad, y0 + pad + height), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                thickness, cv2.LINE_AA)
+    return out
 
 
 def review_png(views: Views, mask: str, lam: float) -> bytes:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from diffvqa_core.imaging import ImageReadError, read_image, sha256_of
+from diffvqa_core.imaging import ImageReadError, lateral_view, not_a_radiograph, read_image, sha256_of
 from diffvqa_core.registration import describe_theta
 from feedback_db import FeedbackStore, OverlayCache, ReviewRow
 from review_app import rendering
@@ -44,6 +44,7 @@ class _Entry:
     question_type: str
     main_sha256: str
     ref_sha256: str
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class AnalysisResult:
     lam: float
     question_type: str
     views: Views
+    flags: tuple[str, ...] = ()
+    """What the reviewer must know about the inputs (e.g. a lateral view), one sentence each."""
 
 
 class ReviewService:
@@ -75,6 +78,7 @@ class ReviewService:
         self.overlays = overlays or OverlayCache.for_database(store.url)
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._capacity = cached_analyses
+        self._pinned: set[int] = set()
         self._cache_lock = threading.Lock()
         self._model_lock = threading.Lock()  # one inference at a time: the CPU is shared anyway
 
@@ -93,32 +97,59 @@ class ReviewService:
 
     # -- analysis ----------------------------------------------------------------------------------------
     def analyze(self, main: str | Path, ref: str | Path, question: str, lam: float | None = None,
-                display: Display | None = None) -> AnalysisResult:
+                display: Display | None = None, *, pin: bool = False) -> AnalysisResult:
         """Read both films, run the pipeline, record the analysis and render it.
 
+        A DICOM that is not a radiograph (CT, MR, ...) is refused; a lateral view is analysed and flagged.
+
+        Args:
+            pin: keep this analysis in memory for good (the app's preloaded example).
+
         Raises:
-            UserError: an image is missing.
+            UserError: an image is missing or is not a radiograph.
             ValueError: unreadable image (``ImageReadError``), bad question (``QuestionError``), bad lambda.
         """
         if not main or not ref:
             raise UserError("Choose both images first: the main (current) and the reference (prior) visit.")
-        main_full, ref_full = _read(main, "Main image (current visit)"), _read(ref, "Reference image (prior visit)")
+        main_full, ref_full = _read(main, MAIN), _read(ref, REFERENCE)
+        flags = tuple(f"{what}: {reason}." for what, path in ((MAIN, main), (REFERENCE, ref))
+                      if (reason := lateral_view(path)))
         with self._model_lock:
             analysis = self.pipeline.analyze(main_full, ref_full, question, lam=lam)
-        entry = _Entry(analysis, main_full, ref_full, question_type(analysis.question), sha256_of(main), sha256_of(ref))
+        entry = _Entry(analysis, main_full, ref_full, question_type(analysis.question), sha256_of(main),
+                       sha256_of(ref), flags)
         analysis_id = self._record(entry)
-        self._remember(analysis_id, entry)
+        self._remember(analysis_id, entry, pin=pin)
         return self._result(analysis_id, display or Display())
+
+    @staticmethod
+    def film_note(path: str | Path | None, what: str) -> str | None:
+        """From a DICOM header alone: why Analyse will refuse this film (not a radiograph), or the flag its
+        answer will carry (a lateral view); None for anything else. For the status line, before Analyse."""
+        if not path:
+            return None
+        if reason := not_a_radiograph(path):
+            return f"{what}: {reason}. Choose a chest radiograph."
+        if reason := lateral_view(path):
+            return f"{what}: {reason}; its answer will be flagged."
+        return None
 
     def reanswer(self, analysis_id: int, lam: float, display: Display | None = None) -> AnalysisResult:
         """Answer again at another lambda from the cached features; the new answer is a new analysis."""
         entry = self._entry(analysis_id)
         with self._model_lock:
             analysis = self.pipeline.reanalyze(entry.analysis, lam=float(lam))
-        new_entry = _Entry(analysis, entry.main, entry.ref, entry.question_type, entry.main_sha256, entry.ref_sha256)
+        new_entry = _Entry(analysis, entry.main, entry.ref, entry.question_type, entry.main_sha256, entry.ref_sha256,
+                           entry.flags)
         new_id = self._record(new_entry)
         self._remember(new_id, new_entry)
         return self._result(new_id, display or Display())
+
+    def lam_of(self, analysis_id: int | float) -> float | None:
+        """Lambda of an analysis still in memory (None when it is not)."""
+        with self._cache_lock:
+            entry = self._entries.get(int(analysis_id))
+        return None if entry is None else float(entry.analysis.lam)
 
     def render(self, analysis_id: int, lam: float | None = None, display: Display | None = None) -> Views:
         """Re-render an analysis (new display settings, or M re-fused at ``lam``: no network pass)."""
@@ -130,7 +161,8 @@ class ReviewService:
 
     def preview(self, path: str | Path | None, display: Display | None = None) -> np.ndarray | None:
         """A windowed view of one chosen film before any analysis (None when no file)."""
-        return None if not path else rendering.preview(_read(path, "This file"), display or Display())
+        return None if not path else rendering.preview(_read(path, "This file", check_modality=False),
+                                                       display or Display())
 
     # -- reviews -----------------------------------------------------------------------------------------
     def record_review(self, analysis_id: int | None, *, reviewer: str, verdict: str, corrected_answer: str = "",
@@ -206,14 +238,18 @@ class ReviewService:
         entry = self._entry(analysis_id)
         return AnalysisResult(analysis_id=analysis_id, answer=entry.analysis.answer,
                               theta_words=self.theta_words(entry.analysis.theta), lam=float(entry.analysis.lam),
-                              question_type=entry.question_type, views=self.render(analysis_id, None, display))
+                              question_type=entry.question_type, views=self.render(analysis_id, None, display),
+                              flags=entry.flags)
 
-    def _remember(self, analysis_id: int, entry: _Entry) -> None:
+    def _remember(self, analysis_id: int, entry: _Entry, pin: bool = False) -> None:
         with self._cache_lock:
             self._entries[analysis_id] = entry
             self._entries.move_to_end(analysis_id)
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
+            if pin:
+                self._pinned.add(analysis_id)
+            evictable = [key for key in self._entries if key not in self._pinned]
+            while len(self._entries) > self._capacity and evictable:
+                del self._entries[evictable.pop(0)]
 
     def _entry(self, analysis_id: int | float | None) -> _Entry:
         if analysis_id is None or (isinstance(analysis_id, float) and np.isnan(analysis_id)):
@@ -227,15 +263,23 @@ class ReviewService:
         return entry
 
 
-def _read(path: str | Path, what: str) -> np.ndarray:
-    """Read a film; an unreadable one raises ``ImageReadError`` naming which image it is."""
+MAIN = "Main image (current visit)"
+REFERENCE = "Reference image (prior visit)"
+
+
+def _read(path: str | Path, what: str, check_modality: bool = True) -> np.ndarray:
+    """Read a film; an unreadable one, or a DICOM that is no radiograph, raises ``ImageReadError`` naming it."""
     try:
-        return read_image(path)
+        gray = read_image(path)
     except ImageReadError as exc:
         message = str(exc)
         if not message[1:2].isupper():  # keep "DICOM ..." as it is
             message = message[:1].lower() + message[1:]
         raise ImageReadError(f"{what}: {message}") from None
+    reason = not_a_radiograph(path) if check_modality else None
+    if reason:
+        raise ImageReadError(f"{what}: {reason}. Choose a chest radiograph.")
+    return gray
 
 
 def parse_day(text: str | None, which: str) -> datetime | None:

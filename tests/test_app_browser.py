@@ -1,22 +1,19 @@
 """The review app in a real headless Chromium (Debian's, driven by Playwright): pick an example, analyse, see
 the answer and overlays, review with the keyboard, save, find it under Disagreements. Screenshots are kept in
-test-artifacts/ for a person to look at."""
+test-artifacts/ for a person to look at. (The review screen's guarantees are in test_app_review_screen.py.)"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from app_support import REPO, RunningApp, run_app
-from feedback_support import missing
+from app_support import ARTIFACTS, CHROMIUM, RunningApp, analyse, launch_chromium, open_page, pick_example, \
+    run_app, set_film, settle
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-ARTIFACTS = REPO / "test-artifacts"
 XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 
 pytestmark = pytest.mark.browser
@@ -29,27 +26,16 @@ def running(tmp_path_factory: pytest.TempPathFactory, mhh_pairs_dir: Path) -> It
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        missing(f"no Chromium at {CHROMIUM}", "DIFFVQA_REQUIRE_BROWSER")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright is not installed", "DIFFVQA_REQUIRE_BROWSER")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
+    yield from launch_chromium()
 
 
 @pytest.fixture
 def page(browser, running: RunningApp):
-    context = browser.new_context(viewport={"width": 1600, "height": 1300}, device_scale_factor=1)
-    opened = context.new_page()
+    opened = open_page(browser, running.url, 1600, 1300)
     opened.requests = []  # type: ignore[attr-defined]
     opened.on("request", lambda request: opened.requests.append(request.url))
-    opened.goto(running.url, wait_until="networkidle")
     yield opened
-    context.close()
+    opened.context.close()
 
 
 def test_pick_analyse_review_and_find_it_under_disagreements(page, running: RunningApp) -> None:
@@ -59,26 +45,23 @@ def test_pick_analyse_review_and_find_it_under_disagreements(page, running: Runn
     expect(page.locator("#banner")).to_contain_text("random weights, answers are meaningless")
 
     example = running.examples[0]
-    page.locator("#example input").click()
-    page.get_by_role("option", name=example.name).click()
+    pick_example(page, example.name)
     expect(page.locator("#attribution")).to_contain_text("Hannover Medical School")
-    expect(page.locator("#main-file")).to_contain_text(example.main.stem, timeout=30_000)
+    expect(page.locator("#main-file")).to_contain_text(example.main.stem[:8], timeout=30_000)
     expect(page.locator("#ref-view img")).to_be_visible(timeout=30_000)
 
-    page.get_by_role("button", name="Analyse").click()
-    expect(page.locator("#analysis-status")).to_contain_text("Analysed as analysis", timeout=120_000)
+    first_id = analyse(page)
     assert page.locator("#answer textarea").input_value().strip()
-    expect(page.locator("#theta textarea")).to_have_value(lambda_value_re("rotation"))
-    for element in ("#ref-view img", "#main-view img", "#mask-strip img"):
+    expect(page.locator("#theta textarea")).to_have_value(re.compile(r"^rotation"))
+    for element in ("#ref-view img", "#main-view img", "#mask-u img", "#mask-f img", "#mask-m img"):
         expect(page.locator(element)).to_be_visible()
     assert page.locator("#registered img").count() >= 2
 
-    first_id = page.locator("#analysis-id input").input_value()
     page.locator("#lambda input[type=number]").fill("0.2")
-    page.locator("#lambda input[type=number]").press("Tab")  # the number box releases on blur
+    page.locator("#lambda input[type=number]").press("Tab")  # leaving the box applies it too
     expect(page.locator("#analysis-status")).to_contain_text("Re-answered", timeout=120_000)
     expect(page.locator("#analysis-status")).to_contain_text("lambda 0.20")
-    assert page.locator("#analysis-id input").input_value() != first_id
+    assert page.locator("#analysis-id input").input_value() != str(first_id)
 
     page.keyboard.press("Alt+3")
     expect(page.locator("#verdict input[value=disagree]")).to_be_checked()
@@ -105,27 +88,22 @@ def test_pick_analyse_review_and_find_it_under_disagreements(page, running: Runn
     assert outside == [], outside[:5]
 
 
-def test_unreadable_upload_shows_a_message_not_a_traceback(page, tmp_path: Path) -> None:
+def test_unreadable_upload_is_a_sentence_beside_the_inputs_not_a_traceback(page, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     fake = tmp_path / "scan.png"
     fake.write_text("<script>window.__xss=3</script> not an image")
-    page.locator("#main-file input[type=file]").set_input_files(str(fake))
-    page.locator("#ref-file input[type=file]").set_input_files(str(fake))
+    set_film(page, "main-file", fake)
+    set_film(page, "ref-file", fake)
     page.get_by_role("button", name="Analyse").click()
-    toast = page.locator(".toast-body").first
-    expect(toast).to_be_visible(timeout=60_000)
-    text = toast.inner_text()
-    assert text.strip() and "Traceback" not in text and 'File "' not in text
+    status = page.locator("#analysis-status")
+    expect(status).to_contain_text("not an image", timeout=60_000)
+    settle(page)
+    text = status.inner_text()
+    assert "Traceback" not in text and 'File "' not in text
     assert page.evaluate("window.__xss") is None
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_error.png"))
-
-
-def lambda_value_re(prefix: str):
-    import re
-
-    return re.compile(rf"^{prefix}")
 
 
 def test_environment_requires_browser_in_ci() -> None:

@@ -246,3 +246,198 @@ def test_synthetic_examples_are_generated_once_with_their_question_and_truth(tmp
     assert all(question_type(p.question) == "difference" and p.truth for p in pairs)
     assert "no patient data" in pairs[0].attribution
     assert examples.ensure_synthetic_examples(tmp_path, pairs=2, seed=3) == pairs  # cached, not regenerated
+
+
+# -- rendering: films at their own resolution, masks on one scale, captions ---------------------------------------
+@pytest.mark.parametrize(("shape", "expected"), [((700, 640), (700, 640)), ((2000, 3000), (683, 1024))])
+def test_films_render_at_their_resolution_up_to_1024(shape: tuple[int, int], expected: tuple[int, int]) -> None:
+    film = np.random.default_rng(0).random(shape).astype(np.float32)
+    masks = {k: np.full((24, 24), 0.5, np.float32) for k in ("U", "F", "M")}
+    views = rendering.render_views(film, film, np.array([[1.0, 0, 0], [0, 1.0, 0]]), masks, rendering.Display(), 0.5)
+    for image in (views.main, views.reference, views.registered, views.reference_plain):
+        assert image.shape == (*expected, 3)
+    assert set(views.mask_tiles) == {"U", "F", "M"}
+    assert max(views.mask_tiles["U"].shape[:2]) == rendering.MASK_TILE_SIDE
+
+
+def test_mask_panels_share_one_absolute_colour_scale() -> None:
+    film = np.full((64, 64), 128, np.uint8)
+    masks = {"U": np.zeros((8, 8), np.float32), "F": np.zeros((8, 8), np.float32), "M": np.ones((8, 8), np.float32)}
+    tiles = rendering.mask_tiles(film, masks, side=32)
+    assert np.array_equal(tiles["U"], tiles["F"])  # the same value is the same colour in every panel
+    assert not np.array_equal(tiles["U"], tiles["M"])
+    weak = rendering.mask_tiles(film, {**masks, "F": np.full((8, 8), 0.05, np.float32)}, side=32)["F"]
+    assert np.abs(weak.astype(int) - np.full_like(weak, 128)).max() > 20  # a weak mask still shows its colour
+
+
+def test_colour_bar_runs_from_zero_to_one() -> None:
+    bar = rendering.colour_bar_html()
+    assert "linear-gradient" in bar and "0 · ignored" in bar and "1 · read in full" in bar
+
+
+def test_caption_is_burnt_into_a_bottom_corner_only() -> None:
+    image = np.zeros((200, 300, 3), np.uint8)
+    left = rendering.caption(image, "registered main", corner="left")
+    right = rendering.caption(image, "reference", corner="right")
+    assert left[100:, :150].max() > 0 and left[:100].max() == 0 and left[:, 200:].max() == 0
+    assert right[100:, 150:].max() > 0 and right[:100].max() == 0 and right[:, :100].max() == 0
+    assert image.max() == 0  # the original is untouched
+
+
+# -- input sanity: DICOM that is not a frontal radiograph --------------------------------------------------------
+def _pydicom_file(name: str) -> Path:
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} is not installed")
+    return Path(path)
+
+
+@pytest.mark.parametrize(("name", "modality"), [("CT_small.dcm", "CT"), ("MR_small.dcm", "MR")])
+def test_a_dicom_that_is_not_a_radiograph_is_named_for_what_it_is(name: str, modality: str) -> None:
+    from diffvqa_core.imaging import not_a_radiograph
+
+    reason = not_a_radiograph(_pydicom_file(name))
+    assert reason and f"Modality {modality}" in reason
+    assert not_a_radiograph(_pydicom_file(name).read_bytes()) == reason
+
+
+def test_a_lateral_radiograph_is_flagged_and_a_frontal_one_or_a_png_is_not(tmp_path: Path) -> None:
+    import pydicom
+
+    from diffvqa_core.imaging import lateral_view, not_a_radiograph
+
+    lateral = _pydicom_file("6154")  # pydicom's CR example, ViewPosition LL
+    assert not_a_radiograph(lateral) is None
+    assert "lateral view (DICOM ViewPosition LL)" in lateral_view(lateral)
+    dataset = pydicom.dcmread(lateral)
+    dataset.ViewPosition = "PA"
+    frontal = tmp_path / "frontal.dcm"
+    dataset.save_as(frontal)
+    assert lateral_view(frontal) is None and not_a_radiograph(frontal) is None
+    png = tmp_path / "film.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 200)
+    assert lateral_view(png) is None and not_a_radiograph(png) is None
+    assert lateral_view(tmp_path / "missing.dcm") is None
+
+
+def test_analysis_refuses_a_ct_slice_and_stores_nothing(screen) -> None:
+    from reliability_support import row_counts
+
+    handlers, pair = screen
+    before = row_counts(handlers.service.store.engine)
+    values = _named(handlers.analyze_on_screen(str(_pydicom_file("CT_small.dcm")), pair[1], QUESTION, 0.5),
+                    (*SCREEN, *REVIEW))
+    assert "not a radiograph (DICOM Modality CT)" in values["status"].replace("\\", "")
+    assert values["analysis_id"] is None and values["save"]["interactive"] is False
+    assert row_counts(handlers.service.store.engine) == before
+
+
+# -- the screen handlers: what is saved is what is shown ---------------------------------------------------------
+QUESTION = "what has changed compared to the reference image?"
+from review_app.handlers import REVIEW, SCREEN  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def screen(tmp_path_factory: pytest.TempPathFactory, mhh_pairs_dir: Path):
+    """Handlers over the tiny random model and a SQLite store, with one real pair as an example that has a
+    (made-up) question and ground truth."""
+    from app_support import single_thread_tiny_pipeline
+    from feedback_db import FeedbackStore, OverlayCache
+    from review_app.handlers import Handlers
+    from review_app.service import ReviewService
+
+    tmp = tmp_path_factory.mktemp("screen")
+    real = examples.read_manifest_folder(mhh_pairs_dir, limit=1)[0]
+    pair = examples.ExamplePair("with truth", real.main, real.ref, "Example source", QUESTION, "nothing has changed.")
+    for pipe in single_thread_tiny_pipeline():
+        with FeedbackStore(f"sqlite:///{tmp / 'f.sqlite3'}") as store:
+            yield Handlers(ReviewService(pipe, store, OverlayCache(tmp / "overlays")), [pair]), (str(real.main),
+                                                                                                str(real.ref))
+
+
+def _named(outputs: tuple, names: tuple) -> dict:
+    assert len(outputs) == len(names)
+    return dict(zip(names, outputs))
+
+
+def test_changed_films_empty_the_screen_and_disable_save(screen) -> None:
+    handlers, (main, ref) = screen
+    values = _named(handlers.inputs_changed(main, None, "M", 0.5, 0.5, 1.0), ("example", "attribution", *SCREEN,
+                                                                              *REVIEW))
+    assert values["example"] is None and values["attribution"] == ""
+    assert values["answer"] == "" and values["analysis_id"] is None and values["registered"] is None
+    assert values["main_view"] is not None and values["ref_view"] is None  # the chosen film stays visible
+    assert values["verdict"] is None and values["corrected"] == "" and values["save"]["interactive"] is False
+    assert "Choose both films" in values["status"]
+
+
+def test_a_failed_analysis_is_a_sentence_not_an_exception(screen, tmp_path: Path) -> None:
+    handlers, (main, ref) = screen
+    text = tmp_path / "scan.png"
+    text.write_text("not a film at all, just words\n" * 4)
+    values = _named(handlers.analyze_on_screen(str(text), ref, QUESTION, 0.5), (*SCREEN, *REVIEW))
+    assert values["status"].startswith("⚠") and "not an image" in values["status"]
+    assert values["analysis_id"] is None and values["answer"] == "" and values["save"]["interactive"] is False
+    assert values["ref_view"] is not None  # the readable film stays on screen
+
+
+def test_save_without_an_analysis_on_screen_stores_nothing(screen) -> None:
+    handlers, _ = screen
+    before = handlers.service.store.count_reviews()
+    message, review_id = handlers.save_on_screen(None, "agree", "x", None, "", "Dr. Unit")
+    assert review_id is None and "analyse the pair" in message
+    assert handlers.service.store.count_reviews() == before
+
+
+def test_a_new_lambda_gives_a_new_analysis_keeps_the_text_and_clears_the_verdict(screen) -> None:
+    handlers, (main, ref) = screen
+    first = _named(handlers.analyze_on_screen(main, ref, QUESTION, 0.5), (*SCREEN, *REVIEW))
+    assert first["save"]["interactive"] is True and f"analysis \\#{first['analysis_id']}" in first["review_target"]
+    saved = "✔ Saved review \\#1 of analysis \\#1: **agree** by Dr. Unit at 10:00:00 UTC."
+    again = _named(handlers.reanswer_on_screen(first["analysis_id"], 0.5, "agree", 4, saved), (*SCREEN, *REVIEW))
+    assert all(value == {"__type__": "update"} for value in again.values())  # the same lambda: nothing changes
+    new = _named(handlers.reanswer_on_screen(first["analysis_id"], 0.2, "agree", 4, saved), (*SCREEN, *REVIEW))
+    assert new["analysis_id"] != first["analysis_id"] and "Re-answered" in new["status"]
+    assert new["verdict"] is None and new["rating"] is None
+    assert new["corrected"] == {"__type__": "update"} and new["comment"] == {"__type__": "update"}  # kept
+    assert "Saved review" in new["review_status"] and "choose your verdict" in new["review_status"]
+    assert f"analysis \\#{new['analysis_id']}" in new["review_target"]
+
+
+def test_a_reanswer_that_fails_changes_only_the_status_line(screen) -> None:
+    handlers, _ = screen
+    values = _named(handlers.reanswer_on_screen(10**6, 0.3, "agree", None, ""), (*SCREEN, *REVIEW))
+    assert "no longer in memory" in values["status"]
+    assert all(value == {"__type__": "update"} for name, value in values.items() if name != "status")
+
+
+def test_ground_truth_shows_only_beside_the_examples_own_question(screen) -> None:
+    handlers, (main, ref) = screen
+    picked = _named(handlers.pick_example("with truth", "", "M", 0.5, 0.5, 1.0),
+                    ("main_file", "ref_file", "question", "example", "attribution", *SCREEN, *REVIEW))
+    assert picked["question"] == QUESTION and "Ground truth" in picked["attribution"]
+    assert picked["save"]["interactive"] is False
+    other = handlers.question_changed("with truth", "what level is the edema?", main, ref, "M", 0.5, 0.5, 1.0)
+    assert "Ground truth" not in other[0] and "Example source" in other[0]
+
+
+def test_selected_rows_are_highlighted() -> None:
+    from review_app.handlers import SELECTED_STYLE, TABLE_COLUMNS, Handlers
+
+    rows = [[3, *([""] * (len(TABLE_COLUMNS) - 1))], [7, *([""] * (len(TABLE_COLUMNS) - 1))]]
+    html = Handlers.highlight(rows, "7").to_html()
+    assert html.count(SELECTED_STYLE.split(";")[0]) >= 1
+    styled = Handlers.highlight(rows, "7")
+    styled._compute()
+    rows_styled = {key[0] for key, value in styled.ctx.items() if value}
+    assert rows_styled == {1}
+
+
+def test_load_test_reads_the_comment_column_of_the_table() -> None:
+    from review_app.handlers import TABLE_COLUMNS
+    from review_app.loadtest import COMMENT_COLUMN
+
+    assert TABLE_COLUMNS[COMMENT_COLUMN] == "comment"
+    assert TABLE_COLUMNS[0] == "review" and TABLE_COLUMNS[6] == "correction"  # what API scripts index
