@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
+from transformers import (GenerationConfig, GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsProcessorList,
+                          PreTrainedTokenizerBase)
 
 from diffvqa_core.config import DiffVQAConfig
 from diffvqa_core.tokenizer import special_token_ids
@@ -108,20 +109,21 @@ class AnswerDecoder(nn.Module):
 
         Args:
             masked_main: (B, N, D) f_mask_main.
-            masked_ref: (B, N, D) f_mask_ref.
+            masked_ref: (B, N', D) f_mask_ref (or what ``reference_tokens`` puts in the second slot).
             question: (B, L, D) f_text.
             question_mask: (B, L) 1 for real question tokens.
 
         Returns:
-            Prefix of length P = 2N + L + 4.
+            Prefix of length P = N + N' + L + 4.
         """
         batch = masked_main.shape[0]
         specials = torch.tensor([self.token_ids[k] for k in ("img", "qtn", "ans")], device=masked_main.device)
         img, qtn, ans = self.embed(specials).unsqueeze(0).expand(batch, -1, -1).split(1, dim=1)  # (B, 1, D) each
         embeddings = torch.cat([img, masked_main, img, masked_ref, qtn, question, ans], dim=1)  # (B, P, D)
         ones = question_mask.new_ones(batch, 1)
-        image_ones = question_mask.new_ones(batch, masked_main.shape[1])
-        mask = torch.cat([ones, image_ones, ones, image_ones, ones, question_mask, ones], dim=1)  # (B, P)
+        main_ones = question_mask.new_ones(batch, masked_main.shape[1])
+        second_ones = question_mask.new_ones(batch, masked_ref.shape[1])  # the second slot may be shorter
+        mask = torch.cat([ones, main_ones, ones, second_ones, ones, question_mask, ones], dim=1)  # (B, P)
         return Prefix(embeddings, mask)
 
     def forward(self, prefix: Prefix, answer_ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
@@ -157,21 +159,27 @@ class AnswerDecoder(nn.Module):
         return DecodeState(_returned_cache(out), mask, state.next_position + 1, out.logits[:, -1])
 
     @torch.no_grad()
-    def greedy(self, prefix: Prefix, max_new_tokens: int, *, stop_at_eos: bool = True) -> torch.Tensor:
+    def greedy(self, prefix: Prefix, max_new_tokens: int, *, stop_at_eos: bool = True,
+               logits_processor: LogitsProcessor | None = None) -> torch.Tensor:
         """Greedy decoding with the KV cache: prefill once, then one cached step per token.
 
         Rows that have emitted the end-of-answer token continue with <pad>; the loop ends when every row
-        has (or after ``max_new_tokens``).
+        has (or after ``max_new_tokens``). ``logits_processor`` (e.g. the answer grammar) may mask tokens first.
 
         Returns:
             (B, T) token ids, T <= max_new_tokens.
         """
         state = self.prefill(prefix)
         eos, pad = self.token_ids["eos"], self.token_ids["pad"]
-        finished = torch.zeros(prefix.mask.shape[0], dtype=torch.bool, device=prefix.mask.device)
+        batch = prefix.mask.shape[0]
+        finished = torch.zeros(batch, dtype=torch.bool, device=prefix.mask.device)
         tokens: list[torch.Tensor] = []
         for index in range(max_new_tokens):
-            token = state.logits.float().argmax(-1)  # (B,)
+            logits = state.logits.float()
+            if logits_processor is not None:
+                so_far = torch.stack(tokens, 1) if tokens else prefix.mask.new_zeros(batch, 0)
+                logits = logits_processor(so_far, logits)
+            token = logits.argmax(-1)  # (B,)
             token = token.masked_fill(finished, pad)
             tokens.append(token)
             if stop_at_eos:
@@ -196,18 +204,20 @@ class AnswerDecoder(nn.Module):
 
     @torch.no_grad()
     def generate(self, prefix: Prefix, *, num_beams: int = 1, max_new_tokens: int = 40,
-                 no_repeat_ngram_size: int = 0, use_cache: bool = True, fast: bool = True) -> torch.Tensor:
+                 no_repeat_ngram_size: int = 0, use_cache: bool = True, fast: bool = True,
+                 logits_processor: LogitsProcessor | None = None) -> torch.Tensor:
         """Greedy (``num_beams=1``) or beam search after the prefix, with GPT-2's KV cache.
 
         Plain greedy decoding with the cache runs ``greedy`` (same tokens, less overhead per token) unless
-        ``fast`` is False; everything else runs ``GPT2LMHeadModel.generate``.
+        ``fast`` is False; everything else runs ``GPT2LMHeadModel.generate``. ``logits_processor`` applies to
+        both (the answer grammar: ``diffvqa_core.constrained_decoding``).
 
         Returns:
             (B, T) generated token ids, padded with <pad> after the end-of-answer token.
         """
         max_new_tokens = self.room(prefix, max_new_tokens)
         if fast and use_cache and num_beams == 1 and no_repeat_ngram_size == 0:
-            return self.greedy(prefix, max_new_tokens)
+            return self.greedy(prefix, max_new_tokens, logits_processor=logits_processor)
         generation = GenerationConfig(
             max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
             no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=self.token_ids["eos"],
@@ -217,4 +227,6 @@ class AnswerDecoder(nn.Module):
             # The n-gram block applying to the answer only, not to the image/question prefix, is intended.
             warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size` with `inputs_embeds`")
             return self.gpt2.generate(inputs_embeds=prefix.embeddings, attention_mask=prefix.mask,
-                                      generation_config=generation)
+                                      generation_config=generation,
+                                      logits_processor=LogitsProcessorList([logits_processor] if logits_processor
+                                                                           else []))

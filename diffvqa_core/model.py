@@ -5,7 +5,8 @@ Named stages, in the order of Figure 1:
 1. ``register``       micro affine registration of the main image (eq. 1-2)
 2. ``prior_mask``     frozen DINO attention, U = max(A_main, A_ref) (eq. 4)
 3. ``encode``         phi = timm backbone + projector on the registered main and the reference (eq. 3)
-4. ``adaptive_mask``  token masks and the gated fusion F (eq. 5-6)
+4. ``adaptive_mask``  token masks and the gated fusion F (eq. 5-6); with the change encoder (not in the paper,
+   ``diffvqa_core.change``) F is its change map of the registered pixel pair
 5. ``fuse``           M = lambda U + (1 - lambda) F (eq. 7)
 6. ``masked_encode``  phi on M * I_main, M * I_ref and M itself (eq. 8-9)
 7. ``encode_question`` and ``decode``: the GPT-2 prefix of eq. 10, L_lm (eq. 11) or generation.
@@ -30,7 +31,11 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from diffvqa_core import losses
+from diffvqa_core.answer_grammar import AnswerGrammar
+from diffvqa_core.change import (ChangeEncoder, ChangeEncoderConfig, ChangeOutput, change_label_loss, change_map,
+                                 change_mask_loss, load_change_encoder)
 from diffvqa_core.config import DiffVQAConfig
+from diffvqa_core.constrained_decoding import GrammarLogitsProcessor
 from diffvqa_core.decoder import AnswerDecoder, Prefix
 from diffvqa_core.encoders import ImageEncoder, QuestionEncoder
 from diffvqa_core.masks import (AdaptiveMaps, AdaptiveMaskHead, DinoPrior, GatedFusionHead, PriorMaps,
@@ -43,7 +48,8 @@ WEIGHTS_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 PICKLE_REFUSAL = ("pickle checkpoints can run code when loaded and are never read; only safetensors and JSON are. "
                   "Convert it to model.safetensors where its source is trusted")
-LOSS_TERMS = ("lm", "reg", "sim", "mask_main", "mask_ref", "pred_main", "pred_ref", "gram", "gram_mask", "koleo")
+LOSS_TERMS = ("lm", "reg", "sim", "mask_main", "mask_ref", "pred_main", "pred_ref", "gram", "gram_mask", "koleo",
+              "change_mask", "change_labels")
 
 
 @dataclass
@@ -65,6 +71,7 @@ class VisualState:
         features_ref: (B, N, D) f_ref = phi(ref).
         prior: DINO attention maps and their union U.
         adaptive: token masks and the adaptive mask F.
+        change: the change encoder's output (change map logits, tokens, label logits), or None without one.
     """
 
     registration: Registration
@@ -73,6 +80,7 @@ class VisualState:
     features_ref: torch.Tensor
     prior: PriorMaps
     adaptive: AdaptiveMaps
+    change: ChangeOutput | None = None
 
 
 @dataclass
@@ -154,6 +162,25 @@ class DiffVQAModel(nn.Module):
         self.question_encoder = QuestionEncoder(width, config.max_question_len, config.question_layers,
                                                 config.question_heads)
         self.prediction_head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))  # P
+        if config.change_encoder:  # not in the paper (diffvqa_core.change)
+            self.change_encoder = self._build_change_encoder(load_pretrained_parts)
+            self.config = config = dataclasses.replace(
+                config, change_encoder_shape=dataclasses.asdict(self.change_encoder.config))
+            token_width = self.change_encoder.config.token_width
+            self.change_projection = nn.Sequential(nn.Linear(token_width, width), nn.GELU(), nn.Linear(width, width))
+
+    def _build_change_encoder(self, load_pretrained_parts: bool) -> ChangeEncoder:
+        """The change encoder: loaded from ``change_encoder_weights`` when given (its shape must match a shape
+        given in ``change_encoder_shape``), else built at random from that shape."""
+        cfg = self.config
+        if load_pretrained_parts and cfg.change_encoder_weights:
+            encoder = load_change_encoder(cfg.change_encoder_weights)
+            stated = ChangeEncoderConfig(**cfg.change_encoder_shape) if cfg.change_encoder_shape else None
+            if stated is not None and stated != encoder.config:
+                raise ValueError(f"change_encoder_shape {cfg.change_encoder_shape} differs from the shape of the "
+                                 f"weights in {cfg.change_encoder_weights}: {dataclasses.asdict(encoder.config)}")
+            return encoder
+        return ChangeEncoder(ChangeEncoderConfig(**cfg.change_encoder_shape))
 
     # ----------------------------------------------------------------------------------------- stages
     def register(self, main: torch.Tensor, ref: torch.Tensor) -> Registration:
@@ -173,13 +200,30 @@ class DiffVQAModel(nn.Module):
         """phi (sec. 3.3): (B, 3, H, W) in [0, 1] -> (B, N, D)."""
         return self.image_encoder(images)
 
-    def adaptive_mask(self, features_main: torch.Tensor, features_ref: torch.Tensor) -> AdaptiveMaps:
-        """Stage 4 (eq. 5-6): token masks from g, fused by h, resized to the image."""
+    def adaptive_mask(self, features_main: torch.Tensor, features_ref: torch.Tensor,
+                      change: ChangeOutput | None = None) -> AdaptiveMaps:
+        """Stage 4 (eq. 5-6): token masks from g, fused by h, resized to the image.
+
+        With ``adaptive_mask_source: change_encoder`` (not in the paper) F is the change encoder's map instead;
+        the token masks of eq. 5 are still reported.
+        """
         batch, grid = features_main.shape[0], self.image_encoder.grid_size
         tokens = self.mask_head(torch.cat([features_main, features_ref]))  # (2B, N)
         token_main, token_ref = tokens.chunk(2)
+        if self.config.adaptive_mask_source == "change_encoder":
+            return AdaptiveMaps(token_main, token_ref, change_map(change.mask_logits, self.config.image_size))
         fused = self.fusion_head(token_main.view(batch, 1, grid, grid), token_ref.view(batch, 1, grid, grid))
         return AdaptiveMaps(token_main, token_ref, resize_mask(fused, self.config.image_size))
+
+    def read_change(self, registered_main: torch.Tensor, ref: torch.Tensor) -> ChangeOutput | None:
+        """The change encoder on the registered pair (not in the paper); None without one.
+
+        The registered main is detached: the registration learns from its own terms (eq. 2, the NCC term) and
+        from L_lm through phi, not from the change encoder's supervised losses.
+        """
+        if not self.config.change_encoder:
+            return None
+        return self.change_encoder(ref, registered_main.detach())
 
     def fuse(self, union: torch.Tensor, adaptive: torch.Tensor, lam: float) -> torch.Tensor:
         """Stage 5 (eq. 7): M = lambda U + (1 - lambda) F, or M = 1 without the saliency mask."""
@@ -212,8 +256,9 @@ class DiffVQAModel(nn.Module):
         prior = self.prior_mask(registration.registered_main, ref)
         features = self.encode(torch.cat([registration.registered_main, ref]))  # (2B, N, D)
         features_main, features_ref = features.chunk(2)
-        adaptive = self.adaptive_mask(features_main, features_ref)
-        return VisualState(registration, ref, features_main, features_ref, prior, adaptive)
+        change = self.read_change(registration.registered_main, ref)
+        adaptive = self.adaptive_mask(features_main, features_ref, change)
+        return VisualState(registration, ref, features_main, features_ref, prior, adaptive, change)
 
     def image_slots(self, masked: MaskedFeatures,
                     state: VisualState | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,8 +266,14 @@ class DiffVQAModel(nn.Module):
 
         "reference" (the paper): f_mask_main, f_mask_ref. "difference": f_mask_main, f_mask_main - f_mask_ref.
         "unmasked_difference": f_mask_main, f_main - f_ref (the unmasked features of the visual ``state``).
+        "change_tokens": f_mask_main, the change encoder's tokens of the ``state`` projected to the decoder width
+        (B, K + 1, D).
         """
         mode = self.config.reference_tokens
+        if mode == "change_tokens":
+            if state is None or state.change is None:
+                raise ValueError("reference_tokens 'change_tokens' needs the visual state's change encoder output")
+            return masked.masked_main, self.change_projection(state.change.tokens)
         if mode == "difference":
             return masked.masked_main, masked.masked_main - masked.masked_ref
         if mode == "unmasked_difference":
@@ -258,7 +309,8 @@ class DiffVQAModel(nn.Module):
     # ------------------------------------------------------------------------------------ training
     def forward(self, main: torch.Tensor, ref: torch.Tensor, question_ids: torch.Tensor,
                 question_mask: torch.Tensor, answer_ids: torch.Tensor, answer_mask: torch.Tensor,
-                lam: float = 0.5) -> DiffVQAOutput:
+                lam: float = 0.5, *, change_mask: torch.Tensor | None = None,
+                finding_labels: torch.Tensor | None = None, pair_labels: torch.Tensor | None = None) -> DiffVQAOutput:
         """Training pass: every loss term of eq. 11-18 and the total.
 
         Args:
@@ -267,6 +319,9 @@ class DiffVQAModel(nn.Module):
             question_ids, question_mask: (B, L) from ``tokenize``.
             answer_ids, answer_mask: (B, T) from ``tokenize`` (answers end with the end-of-answer token).
             lam: fusion weight of eq. 7 (the trainer follows ``losses.lambda_schedule``).
+            change_mask: (B, H, W) ground-truth change mask (synthetic data), for the change encoder's map loss.
+            finding_labels, pair_labels: (B, K, 7) and (B, 2) targets of its label heads
+                (``diffvqa_core.data.finding_labels``). Missing targets leave their terms at 0.
 
         Returns:
             DiffVQAOutput with the total loss, each unweighted term, masks and logits.
@@ -278,6 +333,7 @@ class DiffVQAModel(nn.Module):
         masked = self.masked_encode(state, fused, with_mask_image=self.config.mask_gate == "encoded_mask")
         logits = self.decode(masked, question_ids, question_mask, answer_ids, answer_mask, state)
         terms = self.loss_terms(state, masked, fused, logits, answer_ids, answer_mask)
+        terms.update(self.change_terms(state, logits, change_mask, finding_labels, pair_labels))
         return DiffVQAOutput(
             loss=self.total_loss(terms), terms=terms, theta=state.registration.theta,
             prior_mask=state.prior.union, adaptive_mask=state.adaptive.fused, fused_mask=fused, logits=logits,
@@ -289,7 +345,7 @@ class DiffVQAModel(nn.Module):
         """Training pass of the question-only baseline: L_lm from the question alone, every other term 0."""
         logits = self.decode(None, question_ids, question_mask, answer_ids, answer_mask)  # no image tokens
         lm = losses.language_modeling_loss(logits, answer_ids, answer_mask)
-        terms = {name: (lm if name == "lm" else lm.new_zeros(())) for name in LOSS_TERMS}
+        terms = {name: (lm if name == "lm" else lm.new_zeros(())) for name in LOSS_TERMS}  # no image: no other term
         return DiffVQAOutput(loss=lm, terms=terms, theta=None, prior_mask=None, adaptive_mask=None,
                              fused_mask=None, logits=logits, state=None, masked=None)
 
@@ -313,6 +369,18 @@ class DiffVQAModel(nn.Module):
             "gram": losses.gram_loss(state.features_main, state.features_ref),
             "gram_mask": losses.gram_loss(masked.masked_main, masked.masked_ref),
             "koleo": losses.koleo_loss(self.koleo_vector(state, masked), cfg.koleo_eps),
+        }
+
+    def change_terms(self, state: VisualState, like: torch.Tensor, change_mask: torch.Tensor | None,
+                     finding_labels: torch.Tensor | None, pair_labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The change encoder's supervised terms (not in the paper); 0 without the encoder or the targets."""
+        zero = like.new_zeros(())
+        change = state.change
+        return {
+            "change_mask": zero if change is None or change_mask is None
+            else change_mask_loss(change.mask_logits, change_mask),
+            "change_labels": zero if change is None or finding_labels is None or pair_labels is None
+            else change_label_loss(change, finding_labels, pair_labels),
         }
 
     def koleo_vector(self, state: VisualState, masked: MaskedFeatures) -> torch.Tensor:
@@ -343,6 +411,7 @@ class DiffVQAModel(nn.Module):
             "pred_main": aux * cfg.alpha_pred, "pred_ref": aux * cfg.alpha_pred,
             "gram": aux * cfg.alpha_gram, "gram_mask": aux * cfg.alpha_gram,
             "koleo": aux * cfg.alpha_koleo,
+            "change_mask": cfg.alpha_change_mask, "change_labels": cfg.alpha_change_labels,
         }
 
     def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -350,14 +419,19 @@ class DiffVQAModel(nn.Module):
         return sum(weight * terms[name] for name, weight in self.loss_weights().items() if weight)
 
     def set_image_encoder_trainable(self, flag: bool) -> None:
-        """Freezes (stage 1 of sec. 3.6) or unfreezes phi's pretrained backbone.
+        """Freezes (stage 1 of sec. 3.6) or unfreezes phi's pretrained backbone (and the change encoder).
 
         The paper freezes "the image encoder's weights" so as not to compromise "existing semantic
         information within the pretrained image encoder"; the projector is new (random at the start), so it
-        stays trainable: frozen, stage 1 would feed the decoder a fixed random projection.
+        stays trainable: frozen, stage 1 would feed the decoder a fixed random projection. The change encoder
+        (not in the paper) is the other pretrained image encoder and is treated alike: frozen in stage 1, its
+        projection into the decoder trainable.
         """
         self.image_encoder.backbone.requires_grad_(flag)
         self.image_encoder.projector.requires_grad_(True)
+        if self.config.change_encoder:
+            self.change_encoder.requires_grad_(flag)
+            self.change_projection.requires_grad_(True)
 
     # ----------------------------------------------------------------------------------- inference
     def tokenize(self, questions: list[str], answers: list[str] | None = None) -> dict[str, torch.Tensor]:
@@ -394,25 +468,39 @@ class DiffVQAModel(nn.Module):
 
     @torch.no_grad()
     def answer(self, state: VisualState, questions: list[str], lam: float, *, num_beams: int = 1,
-               max_new_tokens: int = 40, no_repeat_ngram_size: int = 0, use_cache: bool = True) -> AnswerOutput:
-        """Stages 5-7 from a cached visual state: fuse, masked re-encoding (2 images), generation."""
+               max_new_tokens: int = 40, no_repeat_ngram_size: int = 0, use_cache: bool = True,
+               grammar: bool = False) -> AnswerOutput:
+        """Stages 5-7 from a cached visual state: fuse, masked re-encoding (2 images), generation.
+
+        ``grammar`` (not in the paper) holds each answer to the benchmark's answer grammar for its question's
+        form (``diffvqa_core.constrained_decoding``); questions of no known form are answered freely.
+        """
         fused = self.fuse(state.prior.union, state.adaptive.fused, lam)
         masked = self.masked_encode(state, fused, with_mask_image=False) if self.config.use_images else None
         text = self.tokenize(questions)
         prefix = self.prefix(masked, text["question_ids"], text["question_mask"], state)
+        processor = self.grammar_processor(questions, num_beams) if grammar else None
         ids = self.decoder.generate(prefix, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                                    no_repeat_ngram_size=no_repeat_ngram_size, use_cache=use_cache)
+                                    no_repeat_ngram_size=no_repeat_ngram_size, use_cache=use_cache,
+                                    logits_processor=processor)
         answers = [a.strip() for a in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
         return AnswerOutput(answers, fused)
+
+    def grammar_processor(self, questions: list[str], num_beams: int) -> GrammarLogitsProcessor:
+        """The logits processor that holds each question's answer to its grammar (``num_beams`` rows each)."""
+        ids = self.decoder.token_ids
+        return GrammarLogitsProcessor(self.tokenizer, [AnswerGrammar.for_question(q) for q in questions],
+                                      num_beams=num_beams, eos_token_id=ids["eos"],
+                                      skip_token_ids={ids[k] for k in ("pad", "img", "qtn", "ans")})
 
     @torch.no_grad()
     def generate(self, main: torch.Tensor, ref: torch.Tensor, questions: list[str], lam: float = 0.5,
                  num_beams: int = 1, max_new_tokens: int = 40, no_repeat_ngram_size: int = 0,
-                 use_cache: bool = True) -> list[str]:
+                 use_cache: bool = True, grammar: bool = False) -> list[str]:
         """Answers questions about image pairs (B, 3, H, W) in [0, 1]: greedy or beam, with KV cache."""
         state = self.visual_state(main, ref)
         return self.answer(state, questions, lam, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                           no_repeat_ngram_size=no_repeat_ngram_size, use_cache=use_cache).answers
+                           no_repeat_ngram_size=no_repeat_ngram_size, use_cache=use_cache, grammar=grammar).answers
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save_pretrained(self, directory: str | Path) -> None:

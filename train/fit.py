@@ -41,6 +41,9 @@ from train.config import MIXED_PRECISION, TrainConfig
 from train.optim import build_optimizer, build_scheduler
 from train.run_log import RunLog
 from train.validation import validate
+from train.warm_start import load_matching_weights
+
+CHANGE_TARGETS = ("change_mask", "finding_labels", "pair_labels")  # what the change encoder's losses read
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +114,11 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
     else:
         model = DiffVQAModel(model_config)
         state = TrainState(num_processes=accelerator.num_processes)
+        if config.init_weights:
+            report = load_matching_weights(model, config.init_weights)
+            say(f"init_weights {config.init_weights}: {len(report['loaded'])} tensors loaded, "
+                f"{len(report['new']) + len(report['mismatched'])} new or reshaped (start as built), "
+                f"{len(report['unused'])} unused")
 
     sampler = EpochBatchSampler(len(train_set), config.train_batch_size, rank=accelerator.process_index,
                                 world_size=accelerator.num_processes, seed=config.seed,
@@ -192,8 +200,9 @@ def train_step(accelerator: Accelerator, model, unwrapped, optimizer, batch, lam
     """One optimiser step on a collated batch; returns the detached loss and each of its terms."""
     device = accelerator.device
     text = {k: v.to(device) for k, v in unwrapped.tokenize(list(batch["question"]), list(batch["answer"])).items()}
+    targets = {key: batch[key].to(device) for key in CHANGE_TARGETS if key in batch}  # synthetic ground truth
     out = model(batch["main"].to(device), batch["ref"].to(device), text["question_ids"], text["question_mask"],
-                text["answer_ids"], text["answer_mask"], lam=lam)
+                text["answer_ids"], text["answer_mask"], lam=lam, **targets)
     accelerator.backward(out.loss)
     terms = {"loss": out.loss.detach().float(), **{k: v.detach().float() for k, v in out.terms.items()}}
     if max_grad_norm is not None:

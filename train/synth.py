@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="same seed and pairs give byte-identical files")
     parser.add_argument("--backgrounds", default=None,
                         help="folder of real frontal radiographs to use as anatomy (default: procedural phantoms)")
+    parser.add_argument("--background-fraction", type=float, default=1.0,
+                        help="with --backgrounds: share of patients drawn on a real film, the rest on phantoms")
     parser.add_argument("--size", type=int, default=512, help="film side in pixels")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="processes (the output does not depend on it)")
@@ -28,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     root = generate_benchmark(args.out, args.pairs, seed=args.seed, size=args.size,
-                              backgrounds=args.backgrounds, workers=args.workers)
+                              backgrounds=args.backgrounds, workers=args.workers,
+                              background_fraction=args.background_fraction)
     seconds = time.perf_counter() - start
     print(f"wrote {args.pairs} pairs to {root} in {seconds:.1f} s ({args.pairs / seconds:.1f} pairs/s)")
     return 0

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from diffvqa_core.data import layout
 from diffvqa_core.data.augment import photometric_jitter
+from diffvqa_core.data.finding_labels import encode_pair
 from diffvqa_core.imaging import to_model_input
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,9 @@ class DiffVQADataset(Dataset):
     Items are dicts that ``default_collate`` batches: ``row_id``, ``main`` and ``ref`` ((3, S, S) float in
     [0, 1]), ``question``, ``answer``, ``question_type``, ``subject_id``, ``study_id``, ``ref_id``; plus, when
     the root holds synthetic ground truth (``has_ground_truth``), ``gt_theta`` ((2, 3) float32, the main
-    visit's pose relative to the reference frame) and ``change_mask`` ((S, S) float32 in {0, 1}, reference
-    frame).
+    visit's pose relative to the reference frame), ``change_mask`` ((S, S) float32 in {0, 1}, reference
+    frame), and ``finding_labels`` ((K, 7) int64) and ``pair_labels`` ((2,) int64), the per-finding targets of
+    ``diffvqa_core.data.finding_labels``.
 
     Args:
         root: data root holding the CSVs and ``files/``.
@@ -147,5 +149,7 @@ class DiffVQADataset(Dataset):
         record = json.loads(layout.sidecar_path(self.root, study_id, ref_id).read_text())
         mask = cv2.imread(str(layout.change_mask_path(self.root, study_id, ref_id)), cv2.IMREAD_GRAYSCALE)
         mask = cv2.resize(mask, (self.image_size, self.image_size), interpolation=cv2.INTER_NEAREST)
+        findings, pair = encode_pair(record["findings_main"], record["findings_ref"], record["view"])
         return {"gt_theta": torch.tensor(record["theta_gt"], dtype=torch.float32),
-                "change_mask": torch.from_numpy((mask > 127).astype(np.float32))}
+                "change_mask": torch.from_numpy((mask > 127).astype(np.float32)),
+                "finding_labels": torch.from_numpy(findings), "pair_labels": torch.from_numpy(pair)}

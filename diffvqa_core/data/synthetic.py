@@ -38,6 +38,7 @@ from diffvqa_core.data.phantom import Anatomy, background_anatomy, phantom_anato
 
 CHANGE_THRESHOLD = 0.03  # density difference that counts as a finding change
 VIEW_NAMES = {"PA": "postero-anterior", "AP": "antero-posterior"}  # mimic_all.csv's view column
+JPEG_QUALITY = 92
 POSE_LIMITS = dict(max_rotation_deg=1.5, max_log_scale=0.015, max_shift=0.015)  # per visit; pairs get twice
 README = """Synthetic longitudinal chest X-ray benchmark (NOT patient data).
 
@@ -100,6 +101,65 @@ def _sidecar(main: dict[str, Finding], ref: dict[str, Finding], theta: np.ndarra
     return json.dumps(record, indent=1, sort_keys=True)
 
 
+@dataclass
+class Visit:
+    """One simulated study: its findings, pose (canonical -> film), exposure, findings' density and film."""
+
+    findings: dict[str, Finding]
+    pose: np.ndarray
+    exposure: Exposure
+    delta: np.ndarray
+    film: np.ndarray  # (S, S) uint8
+
+
+@dataclass
+class Patient:
+    """A simulated patient: view, split, anatomy and visits in order (what ``simulate_visits`` returns)."""
+
+    view: str
+    split: str
+    anatomy: Anatomy
+    visits: list[Visit]
+
+
+def simulate_visits(plan: PatientPlan, seed: int, size: int, backgrounds: list[str]) -> Patient:
+    """Simulate one patient's studies in memory (no files), from generators seeded by (seed, patient index).
+
+    Args:
+        plan: the patient's plan.
+        seed: benchmark seed.
+        size: film side in pixels.
+        backgrounds: real radiograph paths to use as anatomy (empty: procedural phantoms).
+    """
+    rng = np.random.default_rng([seed, plan.index, 0])
+    view = "PA" if rng.random() < 0.55 else "AP"
+    split = str(rng.choice(["train", "val", "test"], p=[0.8, 0.1, 0.1]))
+    anatomy = _anatomy(plan, seed, size, view, backgrounds)
+    finding_rng = np.random.default_rng([seed, plan.index, 2])
+    pose_rng = np.random.default_rng([seed, plan.index, 3])
+    noise_rng = np.random.default_rng([seed, plan.index, 5])
+    visits: list[Visit] = []
+    for k in range(plan.studies):
+        findings = first_visit(finding_rng) if k == 0 else next_visit(visits[-1].findings, finding_rng)
+        pose = affine.random_pose(pose_rng, **POSE_LIMITS)
+        exposure = Exposure.draw(pose_rng)
+        delta = findings_density(findings, anatomy, (seed, plan.index))
+        film = expose(affine.warp(anatomy.density + delta, pose), exposure, noise_rng)
+        visits.append(Visit(findings, pose, exposure, delta, film))
+    return Patient(view, split, anatomy, visits)
+
+
+def pair_pose(main: Visit, ref: Visit) -> np.ndarray:
+    """theta_gt of a pair: the main film is the reference-frame content warped by it."""
+    return affine.compose(affine.invert(ref.pose), main.pose)
+
+
+def change_mask(main: Visit, ref: Visit) -> np.ndarray:
+    """Where the two visits' findings differ, in the reference frame: (S, S) uint8 in {0, 255}."""
+    changed = (np.abs(main.delta - ref.delta) > CHANGE_THRESHOLD).astype(np.float32)
+    return (affine.warp(changed, ref.pose) > 0.5).astype(np.uint8) * 255
+
+
 def simulate_patient(plan: PatientPlan, seed: int, size: int, out: str,
                      backgrounds: list[str]) -> tuple[list[dict], list[dict]]:
     """Simulate one patient and write their films and sidecars.
@@ -115,47 +175,36 @@ def simulate_patient(plan: PatientPlan, seed: int, size: int, out: str,
         (question rows, study rows) for the two CSV files.
     """
     root = Path(out)
+    patient = simulate_visits(plan, seed, size, backgrounds)
+    view, split = patient.view, patient.split
     rng = np.random.default_rng([seed, plan.index, 0])
-    view = "PA" if rng.random() < 0.55 else "AP"
-    split = str(rng.choice(["train", "val", "test"], p=[0.8, 0.1, 0.1]))
+    rng.random(), rng.choice(["train", "val", "test"], p=[0.8, 0.1, 0.1])  # the draws of view and split
     subject_id = str(19_000_000 + plan.index)
     date = dt.date(2110, 1, 1) + dt.timedelta(days=int(rng.integers(0, 365 * 60)))
-    anatomy = _anatomy(plan, seed, size, view, backgrounds)
-    finding_rng = np.random.default_rng([seed, plan.index, 2])
-    pose_rng = np.random.default_rng([seed, plan.index, 3])
     question_rng = np.random.default_rng([seed, plan.index, 4])
-    noise_rng = np.random.default_rng([seed, plan.index, 5])
 
-    question_rows, study_rows, visits = [], [], []
-    for k in range(plan.studies):
-        findings = first_visit(finding_rng) if k == 0 else next_visit(visits[-1]["findings"], finding_rng)
-        pose = affine.random_pose(pose_rng, **POSE_LIMITS)
-        exposure = Exposure.draw(pose_rng)
-        delta = findings_density(findings, anatomy, (seed, plan.index))
-        film = expose(affine.warp(anatomy.density + delta, pose), exposure, noise_rng)
+    question_rows, study_rows, study_ids = [], [], []
+    for k, visit in enumerate(patient.visits):
         study_id = str(50_000_000 + plan.first_study + k)
         dicom_id = _dicom_id(seed, study_id)
         path = layout.image_path(root, subject_id, study_id, dicom_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), film, [cv2.IMWRITE_JPEG_QUALITY, 92])
-        study_rows.append({"subject_id": subject_id, "study_id": study_id, **chexpert_labels(findings),
+        cv2.imwrite(str(path), visit.film, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        study_rows.append({"subject_id": subject_id, "study_id": study_id, **chexpert_labels(visit.findings),
                            "dicom_id": dicom_id, "view": VIEW_NAMES[view], "split": split,
                            "study_date": int(date.strftime("%Y%m%d")), "study_order": float(k + 1)})
         date += dt.timedelta(days=int(rng.integers(1, 400)))
-        visits.append({"findings": findings, "pose": pose, "exposure": exposure, "delta": delta,
-                       "study_id": study_id})
+        study_ids.append(study_id)
         if k == 0:
             continue
-        ref, main = visits[-2], visits[-1]
-        theta = affine.compose(affine.invert(ref["pose"]), main["pose"])
-        changed = (np.abs(main["delta"] - ref["delta"]) > CHANGE_THRESHOLD).astype(np.float32)
-        mask = (affine.warp(changed, ref["pose"]) > 0.5).astype(np.uint8) * 255
-        ids = {"study_id": study_id, "ref_id": ref["study_id"], "subject_id": subject_id}
-        layout.change_mask_path(root, study_id, ref["study_id"]).write_bytes(cv2.imencode(".png", mask)[1].tobytes())
-        layout.sidecar_path(root, study_id, ref["study_id"]).write_text(
-            _sidecar(main["findings"], ref["findings"], theta, view, (main["exposure"], ref["exposure"]), ids))
-        for question_type, question, answer in pair_questions(main["findings"], ref["findings"], view, question_rng):
-            question_rows.append({"study_id": study_id, "subject_id": subject_id, "ref_id": ref["study_id"],
+        ref, main = patient.visits[k - 1], visit
+        ids = {"study_id": study_id, "ref_id": study_ids[-2], "subject_id": subject_id}
+        layout.change_mask_path(root, study_id, ids["ref_id"]).write_bytes(
+            cv2.imencode(".png", change_mask(main, ref))[1].tobytes())
+        layout.sidecar_path(root, study_id, ids["ref_id"]).write_text(
+            _sidecar(main.findings, ref.findings, pair_pose(main, ref), view, (main.exposure, ref.exposure), ids))
+        for question_type, question, answer in pair_questions(main.findings, ref.findings, view, question_rng):
+            question_rows.append({"study_id": study_id, "subject_id": subject_id, "ref_id": ids["ref_id"],
                                   "question_type": question_type, "question": question, "answer": answer,
                                   "split": split})
     return question_rows, study_rows
@@ -167,7 +216,8 @@ def _simulate(args: tuple) -> tuple[int, list[dict], list[dict]]:
 
 
 def generate_benchmark(out: str | Path, pairs: int, seed: int = 0, size: int = 512,
-                       backgrounds: str | Path | None = None, workers: int = 1, progress: bool = True) -> Path:
+                       backgrounds: str | Path | None = None, workers: int = 1, progress: bool = True,
+                       background_fraction: float = 1.0) -> Path:
     """Write a synthetic benchmark of exactly ``pairs`` (main, reference) pairs under ``out``.
 
     Args:
@@ -178,6 +228,8 @@ def generate_benchmark(out: str | Path, pairs: int, seed: int = 0, size: int = 5
         backgrounds: folder of real frontal radiographs (PNG/JPG) used as anatomy, one per patient.
         workers: processes (the output does not depend on it).
         progress: show a progress bar.
+        background_fraction: with ``backgrounds``, the share of patients drawn on a real film (the others on
+            phantoms), decided per patient from (seed, patient index).
 
     Returns:
         The output root.
@@ -188,7 +240,14 @@ def generate_benchmark(out: str | Path, pairs: int, seed: int = 0, size: int = 5
                     if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if backgrounds else []
     if backgrounds and not images:
         raise FileNotFoundError(f"no PNG/JPG images in {backgrounds}")
-    tasks = [(plan, seed, size, str(root), images) for plan in plan_patients(pairs, seed)]
+    if not 0.0 <= background_fraction <= 1.0:
+        raise ValueError(f"background_fraction must lie in [0, 1], got {background_fraction}")
+
+    def anatomy_sources(plan: PatientPlan) -> list[str]:
+        real = background_fraction >= 1.0 or np.random.default_rng([seed, plan.index, 6]).random() < background_fraction
+        return images if real else []
+
+    tasks = [(plan, seed, size, str(root), anatomy_sources(plan)) for plan in plan_patients(pairs, seed)]
     question_rows, study_rows = [], []
     with tqdm(total=pairs, unit="pair", desc="synth", disable=not progress) as bar:
         if workers > 1:
@@ -209,5 +268,7 @@ def generate_benchmark(out: str | Path, pairs: int, seed: int = 0, size: int = 5
     pd.DataFrame(study_rows, columns=list(layout.STUDY_COLUMNS)).to_csv(root / layout.STUDIES_CSV, index=False)
     anatomy = (f"real radiographs from {backgrounds} (one per patient; their licence and attribution apply)"
                if images else "procedural phantoms")
+    if images and background_fraction < 1.0:
+        anatomy = f"procedural phantoms and, for a share of {background_fraction:g} of the patients, " + anatomy
     (root / "README.txt").write_text(README.format(anatomy=anatomy, seed=seed, pairs=pairs, size=size))
     return root

@@ -1,0 +1,216 @@
+"""``python -m train pretrain-change``: train the change encoder (not in the paper) on a stream of fresh pairs.
+
+The change encoder (``diffvqa_core.change``) reads the registered pixel pair and learns, from the synthetic
+generator's ground truth, a dense change map (the model's adaptive mask F) and one token per finding carrying
+what happened to it (added, missing, level changed, with the levels), which the answer decoder reads. Training
+it alone first is cheap (no image encoder, no prior, no decoder) and can see far more pairs than a training
+set holds: pairs are simulated on the fly (``train.online_pairs``), never the same twice.
+
+Every ``--eval-every`` steps it is scored on fixed validation pairs drawn with another seed, on phantoms and,
+with ``--backgrounds``, on real films (``--val-backgrounds`` holds films out of training): change-map pixel
+AUROC and pointing game, and what its tokens say when read back as a difference answer
+(``change.read_findings`` then the benchmark grammar): change F1, exact answers on changed pairs, and
+"nothing has changed." precision / recall. That read-back is an upper bound on what the answer decoder can be
+taught to say from these tokens, and tells the two apart when the full model falls short.
+
+Writes ``OUT/model.safetensors`` (the encoder's state dict), ``OUT/change_encoder.json`` (its shape), and
+``OUT/training_log.json``; the best validation change F1 so far is kept, the weights are written at every
+evaluation so that an interrupted run leaves a usable encoder. ``change_encoder_weights: OUT`` in a model config
+loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from diffvqa_core.change import CONFIG_FILE, WEIGHTS_FILE
+
+LOG_FILE = "training_log.json"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the command's options."""
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--mask-weight", type=float, default=1.0, help="weight of the change-map loss")
+    parser.add_argument("--label-weight", type=float, default=1.0, help="weight of the finding-label loss")
+    parser.add_argument("--image-size", type=int, default=192, help="the model's input side")
+    parser.add_argument("--input-size", type=int, default=None, help="side the encoder reads (default: image size)")
+    parser.add_argument("--widths", type=int, nargs=4, default=None, help="channels of the four stages")
+    parser.add_argument("--token-width", type=int, default=None)
+    parser.add_argument("--generation-size", type=int, nargs="+", default=[256, 512],
+                        help="side(s) at which films are drawn, one per patient (train synth's default is 512)")
+    parser.add_argument("--backgrounds", type=Path, help="folder of real frontal films used as anatomy")
+    parser.add_argument("--background-fraction", type=float, default=0.5,
+                        help="share of training patients drawn on a real film (with --backgrounds)")
+    parser.add_argument("--val-backgrounds", type=Path,
+                        help="real films for the validation pairs (default: --backgrounds); keep them out of "
+                             "--backgrounds to score unseen films")
+    parser.add_argument("--val-pairs", type=int, default=300, help="validation pairs per kind (phantom, real)")
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="processes simulating pairs")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--init", type=Path, help="start from this pretrain-change output (same shape)")
+
+
+def images_in(folder: Path | None) -> list[str]:
+    """The PNG/JPEG files of a folder, sorted (empty for None)."""
+    if folder is None:
+        return []
+    found = sorted(str(p) for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise FileNotFoundError(f"no PNG/JPEG images in {folder}")
+    return found
+
+
+def collate(items: list[dict]) -> dict:
+    """Stacks the tensors of a list of ``OnlinePairs`` items; lists the rest."""
+    return {key: torch.stack([i[key] for i in items]) if isinstance(items[0][key], torch.Tensor)
+            else [i[key] for i in items] for key in items[0]}
+
+
+@torch.no_grad()
+def score(encoder, items: list[dict], batch_size: int = 32) -> dict[str, float]:
+    """Change-map localisation and the read-back difference answers of ``encoder`` on fixed pairs."""
+    from diffvqa_core.change import change_map, read_findings
+    from diffvqa_core.data.finding_labels import decode_pair
+    from diffvqa_core.data.grammar import difference_answer
+    from diffvqa_core.metrics import change_agreement, mask_auroc, pointing_game
+
+    was_training = encoder.training
+    encoder.eval()
+    maps, changes, answers = [], [], []
+    for start in range(0, len(items), batch_size):
+        batch = collate(items[start:start + batch_size])
+        output = encoder(batch["ref"], batch["registered_main"])
+        probability = change_map(output.mask_logits, batch["ref"].shape[-1])[:, 0].numpy()
+        predicted = read_findings(output)
+        for i in range(len(predicted)):
+            truth = difference_answer(*decode_pair(batch["finding_labels"][i].numpy()))
+            answers.append((truth, difference_answer(*decode_pair(predicted[i]))))
+            mask = batch["change_mask"][i].numpy() > 0.5
+            if mask.any():
+                maps.append(probability[i])
+                changes.append(mask)
+    encoder.train(was_training)
+    agreement = change_agreement(answers)
+    return {"pairs": len(items), "changed_pairs": len(changes),
+            "map_auroc": mask_auroc(maps, changes) if changes else None,
+            "pointing_game": float(np.mean([pointing_game(m, c) for m, c in zip(maps, changes)])) if changes else None,
+            **{f"answer_{k}": v for k, v in agreement.items() if k != "questions"}}
+
+
+def validation_sets(args: argparse.Namespace, image_size: int) -> dict[str, list[dict]]:
+    """Fixed validation pairs (seed + 1, patients far from any training stream's): phantoms, and real films."""
+    from train.online_pairs import OnlinePairs
+
+    sets = {}
+    kinds = [("phantom", [], 0.0)]
+    real = images_in(args.val_backgrounds or args.backgrounds)
+    if real:
+        kinds.append(("real", real, 1.0))
+    for name, backgrounds, fraction in kinds:
+        stream = OnlinePairs(args.seed + 1, image_size, generation_size=args.generation_size,
+                             backgrounds=backgrounds, background_fraction=fraction, augment=False,
+                             offset=10**9, limit=args.val_pairs)
+        sets[name] = list(tqdm(stream, total=args.val_pairs, desc=f"validation pairs ({name})", unit="pair"))
+    return sets
+
+
+def save(encoder, out: Path) -> None:
+    """Writes the encoder's weights and shape into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    (out / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(encoder.config), indent=1) + "\n", encoding="utf-8")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, validate every ``--eval-every`` steps, keep the weights and a training log."""
+    from diffvqa_core.change import (ChangeEncoder, ChangeEncoderConfig, change_label_loss, change_mask_loss,
+                                     load_change_encoder)
+    from train.online_pairs import OnlinePairs
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if args.init:
+        encoder = load_change_encoder(args.init)
+    else:
+        shape = {"input_size": args.input_size or args.image_size}
+        if args.widths:
+            shape["widths"] = tuple(args.widths)
+        if args.token_width:
+            shape["token_width"] = args.token_width
+        encoder = ChangeEncoder(ChangeEncoderConfig(**shape))
+    validation = validation_sets(args, args.image_size)
+    stream = OnlinePairs(args.seed, args.image_size, generation_size=args.generation_size,
+                         backgrounds=images_in(args.backgrounds),
+                         background_fraction=args.background_fraction if args.backgrounds else 0.0)
+    loader = DataLoader(stream, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate,
+                        persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers else None)
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    warmup = max(1, args.steps // 30)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
+    parameters = sum(p.numel() for p in encoder.parameters())
+    print(f"pretrain-change: {parameters / 1e6:.2f} M parameters, {args.steps} steps of {args.batch_size} fresh pairs, "
+          f"input {encoder.config.input_size} px, backgrounds {args.backgrounds or 'none'} "
+          f"(fraction {args.background_fraction if args.backgrounds else 0.0})")
+    history, curve, best = [], [], None
+    start = time.perf_counter()
+    bar = tqdm(total=args.steps, desc="pretrain-change", unit="step")
+    encoder.train()
+    for step, batch in enumerate(loader, start=1):
+        output = encoder(batch["ref"], batch["registered_main"])
+        mask_loss = change_mask_loss(output.mask_logits, batch["change_mask"])
+        label_loss = change_label_loss(output, batch["finding_labels"], batch["pair_labels"])
+        loss = args.mask_weight * mask_loss + args.label_weight * label_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        curve.append((mask_loss.item(), label_loss.item()))
+        bar.update()
+        bar.set_postfix(mask=f"{np.mean([c[0] for c in curve[-50:]]):.4f}",
+                        labels=f"{np.mean([c[1] for c in curve[-50:]]):.4f}")
+        if step % args.eval_every == 0 or step == args.steps:
+            scores = {name: score(encoder, items) for name, items in validation.items()}
+            entry = {"step": step, "pairs_seen": step * args.batch_size, "seconds": round(time.perf_counter() - start),
+                     "mask_loss": float(np.mean([c[0] for c in curve[-args.eval_every:]])),
+                     "label_loss": float(np.mean([c[1] for c in curve[-args.eval_every:]])), **scores}
+            history.append(entry)
+            tqdm.write(json.dumps(entry))
+            f1 = float(np.mean([s["answer_f1"] for s in scores.values()]))
+            if best is None or f1 >= best:
+                best = f1
+                save(encoder, args.out)
+            log = {"command": "pretrain-change", **{k: str(v) if isinstance(v, Path) else v
+                                                    for k, v in vars(args).items() if not k.startswith("_")},
+                   "parameters": parameters, "threads": torch.get_num_threads(), "best_mean_answer_f1": best,
+                   "history": history}
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / LOG_FILE).write_text(json.dumps(log, indent=1), encoding="utf-8")
+        if step >= args.steps:
+            break
+    bar.close()
+    print(f"saved {args.out / WEIGHTS_FILE} (best mean validation change F1 {best:.3f}) after "
+          f"{time.perf_counter() - start:.0f} s")
+    return 0

@@ -1,0 +1,54 @@
+"""Warm start: initialise a new model from a trained checkpoint's weights wherever names and shapes match.
+
+Used by ``init_weights`` in a training config (not in the paper): a recipe that adds a part (the change encoder)
+starts every other part (prior, image encoder, registration, question encoder, decoder) from a model trained
+before, instead of repeating that model's pretraining. Only safetensors are read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from diffvqa_core.model import WEIGHTS_FILE, refuse_pickle_checkpoint
+
+
+def resolve_init_checkpoint(name: str) -> Path:
+    """A checkpoint directory; "demo" is the bundled demo model."""
+    if name == "demo":
+        from diffvqa_core.pipeline import DEMO_CHECKPOINT
+
+        return DEMO_CHECKPOINT
+    return Path(name)
+
+
+def load_matching_weights(model: torch.nn.Module, checkpoint: str | Path) -> dict[str, list[str]]:
+    """Copies into ``model`` every tensor of ``checkpoint``'s weights whose name and shape match.
+
+    Returns:
+        {"loaded": names copied, "mismatched": names in both with different shapes, "new": the model's names the
+        checkpoint lacks, "unused": the checkpoint's names the model lacks}.
+
+    Raises:
+        FileNotFoundError: when the checkpoint has no model.safetensors.
+    """
+    directory = resolve_init_checkpoint(str(checkpoint))
+    refuse_pickle_checkpoint(directory)
+    if not (directory / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"init_weights: no {WEIGHTS_FILE} in {directory}")
+    source = load_file(str(directory / WEIGHTS_FILE))
+    target = model.state_dict()
+    report: dict[str, list[str]] = {"loaded": [], "mismatched": [], "new": [],
+                                    "unused": sorted(set(source) - set(target))}
+    with torch.no_grad():
+        for name, tensor in target.items():
+            if name not in source:
+                report["new"].append(name)
+            elif source[name].shape != tensor.shape:
+                report["mismatched"].append(name)
+            else:
+                tensor.copy_(source[name].to(tensor.dtype))
+                report["loaded"].append(name)
+    return report
