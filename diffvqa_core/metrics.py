@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from diffvqa_core.data.grammar import difference_answer_problems, parse_difference_answer
+from diffvqa_core.data.vocabulary import NOTHING_CHANGED
 
 ANSWER_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 """Keys of every score dict, in the order the literature reports them."""
@@ -174,6 +175,13 @@ def stated_changes(answer: str) -> set[tuple[str, str]]:
             | {("missing", name) for name in missing})
 
 
+def stated_changes_with_levels(answer: str) -> set[tuple[str, ...]]:
+    """As :func:`stated_changes`, with the two level words of each level change: ("level", name, before, after)."""
+    levels, added, missing = parse_difference_answer(answer)
+    return ({("level", name, before, after) for name, before, after in levels}
+            | {("added", name) for name in added} | {("missing", name) for name in missing})
+
+
 def change_agreement(pairs: Iterable[tuple[str, str]]) -> dict[str, float]:
     """Do difference answers name the right changes? Micro precision / recall / F1 over stated-change items.
 
@@ -186,15 +194,20 @@ def change_agreement(pairs: Iterable[tuple[str, str]]) -> dict[str, float]:
         pairs: (reference answer, predicted answer) per difference question.
 
     Returns:
-        {"questions", "precision", "recall", "f1", "exact", "well_formed"}; precision (recall) is 0 when nothing
-        was predicted (expected); ``exact`` is the fraction of questions whose predicted set equals the
-        reference's; ``well_formed`` the fraction of predictions the benchmark could have written
-        (:func:`~diffvqa_core.data.grammar.difference_answer_problems` finds nothing).
+        {"questions", "precision", "recall", "f1", "exact", "well_formed", "changed_questions", "exact_changed",
+        "nothing_precision", "nothing_recall"}; precision (recall) is 0 when nothing was predicted (expected);
+        ``exact`` is the fraction of questions whose predicted set equals the reference's; ``well_formed`` the
+        fraction of predictions the benchmark could have written
+        (:func:`~diffvqa_core.data.grammar.difference_answer_problems` finds nothing); ``exact_changed`` the
+        fraction of questions whose reference names a change that the prediction gets entirely right, level words
+        included; ``nothing_precision`` / ``nothing_recall`` score "nothing has changed." as a detector of
+        unchanged pairs (None when it was never said / never the truth).
 
     Raises:
         ValueError: on an empty input.
     """
     questions = true_positive = predicted = expected = exact = well_formed = 0
+    changed = exact_changed = said_nothing = truly_nothing = both_nothing = 0
     for reference, prediction in pairs:
         well_formed += not difference_answer_problems(prediction)
         truth, guess = stated_changes(reference), stated_changes(prediction)
@@ -203,13 +216,24 @@ def change_agreement(pairs: Iterable[tuple[str, str]]) -> dict[str, float]:
         predicted += len(guess)
         expected += len(truth)
         exact += truth == guess
+        reference_nothing = reference.strip() == NOTHING_CHANGED
+        prediction_nothing = prediction.strip() == NOTHING_CHANGED
+        said_nothing += prediction_nothing
+        truly_nothing += reference_nothing
+        both_nothing += reference_nothing and prediction_nothing
+        if truth:
+            changed += 1
+            exact_changed += stated_changes_with_levels(reference) == stated_changes_with_levels(prediction)
     if not questions:
         raise ValueError("no difference answers to compare")
     precision = true_positive / predicted if predicted else 0.0
     recall = true_positive / expected if expected else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"questions": questions, "precision": precision, "recall": recall, "f1": f1, "exact": exact / questions,
-            "well_formed": well_formed / questions}
+            "well_formed": well_formed / questions, "changed_questions": changed,
+            "exact_changed": exact_changed / changed if changed else None,
+            "nothing_precision": both_nothing / said_nothing if said_nothing else None,
+            "nothing_recall": both_nothing / truly_nothing if truly_nothing else None}
 
 
 # --------------------------------------------------------------------------------- mask localisation

@@ -262,11 +262,14 @@ def test_change_agreement_counts_named_changes_not_the_sentence_frame():
     pairs = [(r[2], r[3]) for r in ROWS if r[1] == "difference"]
     # r0 exact (1 item right); r1 predicts a removal that is not there; r2 names the right level change
     # (its wrong "large" is not scored, but "large" is no level word of the benchmark: r2 is not well formed);
-    # r3 misses two removals.
+    # r3 misses two removals. Of the three changed pairs only r0 is right with its level words (r2's "large" is
+    # wrong); "nothing has changed." is said once (r3, wrongly) and true once (r1, not said).
     assert change_agreement(pairs) == pytest.approx(
-        {"questions": 4, "precision": 2 / 3, "recall": 2 / 4, "f1": 4 / 7, "exact": 2 / 4, "well_formed": 3 / 4})
+        {"questions": 4, "precision": 2 / 3, "recall": 2 / 4, "f1": 4 / 7, "exact": 2 / 4, "well_formed": 3 / 4,
+         "changed_questions": 3, "exact_changed": 1 / 3, "nothing_precision": 0.0, "nothing_recall": 0.0})
     assert change_agreement([("nothing has changed.", "nothing has changed.")]) == {
-        "questions": 1, "precision": 0.0, "recall": 0.0, "f1": 0.0, "exact": 1.0, "well_formed": 1.0}
+        "questions": 1, "precision": 0.0, "recall": 0.0, "f1": 0.0, "exact": 1.0, "well_formed": 1.0,
+        "changed_questions": 0, "exact_changed": None, "nothing_precision": 1.0, "nothing_recall": 1.0}
     unchanged_level = "the level of edema has changed from mild to mild."
     assert change_agreement([("nothing has changed.", unchanged_level), ("nothing has changed.", "the main")])[
         "well_formed"] == 0.0

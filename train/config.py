@@ -33,6 +33,10 @@ class TrainConfig:
     model_preset: str = "paper"
     model: dict[str, Any] = field(default_factory=dict)
 
+    # Not in the paper: start every parameter whose name and shape match from this trained checkpoint ("demo" =
+    # the bundled one); the rest (parts the checkpoint lacks) start as usual. Ignored on --resume.
+    init_weights: str | None = None
+
     # Data: the benchmark's root directory (mimic_pair_questions.csv, mimic_all.csv, files/).
     data_root: str | None = None
     question_types: list[str] | None = None  # None = all seven families; the paper: [difference]
@@ -68,6 +72,7 @@ class TrainConfig:
     eval_num_beams: int = 1  # 1 = greedy
     eval_max_new_tokens: int = 40
     eval_no_repeat_ngram_size: int = 0
+    eval_grammar: bool = False  # not in the paper: validate with answers held to the benchmark's answer grammar
     val_max_batches: int | None = None  # per process; None = the whole validation split
 
     # Logging and checkpoints.

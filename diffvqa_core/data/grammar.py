@@ -91,8 +91,9 @@ def difference_answer_problems(answer: str) -> list[str]:
     """Why a (generated) difference answer is not one the benchmark could have written; [] when it could be.
 
     Checks the sentence grammar, that every finding and level word is the benchmark's, that a level "change"
-    changes the level, and that no finding is both added and missing. Generated text may lack the trailing space
-    the benchmark's sentences end with; it is added before the grammar is checked.
+    changes the level, that no finding is both added and missing, and that no list names a finding twice.
+    Generated text may lack the trailing space the benchmark's sentences end with; it is added before the grammar
+    is checked.
     """
     text = answer.strip()
     if not text:
@@ -110,6 +111,8 @@ def difference_answer_problems(answer: str) -> list[str]:
         elif before == after:
             problems.append(f"says the level of {name} changed from {before} to {after}")
     problems += [f"says {name} is both new and missing" for name in added if name in removed]
+    for items in ([n for n, _, _ in levels], added, removed):
+        problems += [f"names {name} twice" for name in dict.fromkeys(items) if items.count(name) > 1]
     return problems
 
 
