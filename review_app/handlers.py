@@ -22,6 +22,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -298,9 +299,12 @@ class Handlers:
         question = pair.question or question
         start = time.perf_counter()
         result = self._analyze(str(pair.main), str(pair.ref), question, lam, display, pin=True)
+        screen = self._screen_of(result, time.perf_counter() - start, "Analysed")
+        folder = Path(tempfile.mkdtemp(prefix="diffvqa-preload-"))  # encoded once, not on every page load
+        screen = tuple(_as_png_files(value, folder, f"{name}") for name, value in zip(SCREEN, screen))
         self._preloaded = (str(pair.main), str(pair.ref), question, pair.name, self._attribution(pair.name, question),
-                           *self._screen_of(result, time.perf_counter() - start, "Analysed"),
-                           *self._blank_review(self._target(result, str(pair.main), str(pair.ref)), enabled=True))
+                           *screen, *self._blank_review(self._target(result, str(pair.main), str(pair.ref)),
+                                                        enabled=True))
         return self._preloaded
 
     def preloaded(self) -> tuple[Any, ...]:
@@ -455,6 +459,19 @@ def _as_int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _as_png_files(value: Any, folder: Path, name: str) -> Any:
+    """An image (or a pair of images) as PNG file paths in ``folder``; anything else unchanged."""
+    from PIL import Image
+
+    if isinstance(value, tuple) and all(isinstance(v, np.ndarray) for v in value):
+        return tuple(_as_png_files(v, folder, f"{name}-{i}") for i, v in enumerate(value))
+    if isinstance(value, np.ndarray):
+        path = folder / f"{name}.png"
+        Image.fromarray(value).save(path, format="PNG")
+        return str(path)
+    return value
 
 
 def _png_array(png: bytes) -> np.ndarray:

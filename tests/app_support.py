@@ -132,8 +132,10 @@ def pick_example(page: Any, name: str) -> None:
 
     page.locator("#example input").click()
     page.get_by_role("option", name=name, exact=True).click()
-    expect(page.locator("#analysis-status")).to_contain_text("Press Analyse", timeout=60_000)
+    page.locator("#main-file button[aria-label='Clear']").wait_for(timeout=60_000)
+    page.locator("#ref-file button[aria-label='Clear']").wait_for(timeout=60_000)
     expect(page.locator("#main-view img")).to_be_visible(timeout=30_000)
+    settle(page, 0.5)
 
 
 def analyse(page: Any) -> int:
@@ -142,7 +144,18 @@ def analyse(page: Any) -> int:
 
     page.locator("#analyze").click()
     expect(page.locator("#analysis-status")).to_contain_text("Analysed as analysis", timeout=120_000)
+    images_loaded(page)
     return int(page.locator("#analysis-id input").input_value())
+
+
+def images_loaded(page: Any, selectors: str = "#ref-view img, #main-view img, #mask-u img, #mask-f img, #mask-m img",
+                  count: int = 5) -> None:
+    """Wait until the analysis' pictures are in the page and decoded (the status line arrives first)."""
+    page.wait_for_function(
+        """([selectors, count]) => { const images = [...document.querySelectorAll(selectors)];
+                                     return images.length >= count
+                                         && images.every((img) => img.complete && img.naturalWidth > 0); }""",
+        arg=[selectors, count], timeout=60_000)
 
 
 def set_film(page: Any, which: str, path: Path | None) -> None:

@@ -441,3 +441,12 @@ def test_load_test_reads_the_comment_column_of_the_table() -> None:
 
     assert TABLE_COLUMNS[COMMENT_COLUMN] == "comment"
     assert TABLE_COLUMNS[0] == "review" and TABLE_COLUMNS[6] == "correction"  # what API scripts index
+
+
+def test_the_app_opens_on_the_first_synthetic_pair_unless_told_not_to(tmp_path: Path) -> None:
+    real = examples.ExamplePair("real", tmp_path / "a.png", tmp_path / "b.png", "CC BY")
+    synthetic = [examples.ExamplePair(f"synthetic {i}", tmp_path / "c.png", tmp_path / "d.png",
+                                      examples.SYNTH_ATTRIBUTION) for i in (1, 2)]
+    assert app.preload_pair([real, *synthetic]) is synthetic[0]
+    assert app.preload_pair([real]) is real and app.preload_pair([]) is None
+    assert app.parse_args(["--no-preload"]).no_preload and not app.parse_args([]).no_preload
