@@ -110,10 +110,13 @@ class DiffVQAPipeline:
         dtype: torch.float32 (default), or torch.bfloat16 to run the networks under bf16 autocast (opt-in:
             faster where the hardware has bf16 matmuls, answers may differ slightly from fp32).
         state_cache_size: how many image pairs keep their visual state (stages 1-4) for new questions.
+        grammar: hold answers to the benchmark's answer grammar for the question's form (not in the paper;
+            ``diffvqa_core.constrained_decoding``): the app never shows an answer the benchmark could not write.
     """
 
     def __init__(self, model: DiffVQAModel, *, checkpoint_name: str, checkpoint_sha256: str,
-                 is_demo: bool = False, dtype: torch.dtype = torch.float32, state_cache_size: int = 2) -> None:
+                 is_demo: bool = False, dtype: torch.dtype = torch.float32, state_cache_size: int = 2,
+                 grammar: bool = True) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype}")
         self.model = model.eval()
@@ -122,6 +125,7 @@ class DiffVQAPipeline:
         self.is_demo = is_demo
         self.dtype = dtype
         self.state_cache_size = state_cache_size
+        self.grammar = grammar
         self._states: OrderedDict[str, VisualState] = OrderedDict()
 
     def _inference(self) -> contextlib.AbstractContextManager:
@@ -181,7 +185,7 @@ class DiffVQAPipeline:
 
     # ------------------------------------------------------------------------------------ analysis
     def analyze(self, main: imaging.ImageSource, ref: imaging.ImageSource, question: str,
-                lam: float | None = None, num_beams: int = 1, max_new_tokens: int = 40) -> Analysis:
+                lam: float | None = None, num_beams: int = 1, max_new_tokens: int | None = None) -> Analysis:
         """Reads both visits, registers, builds the masks and answers the question.
 
         Args:
@@ -190,7 +194,7 @@ class DiffVQAPipeline:
             question: the question, 1 to 1000 characters.
             lam: fusion weight lambda in [0, 1]; None uses the config's inference value (0.5).
             num_beams: 1 for greedy decoding, more for beam search.
-            max_new_tokens: longest answer in tokens.
+            max_new_tokens: longest answer in tokens (None: the config's ``max_answer_len``, as in training).
 
         Raises:
             imaging.ImageReadError: for an image that cannot be read.
@@ -207,7 +211,7 @@ class DiffVQAPipeline:
             return self._answer(state, _plane(main_input), question, lam, num_beams, max_new_tokens)
 
     def reanalyze(self, analysis: Analysis, lam: float | None = None, question: str | None = None,
-                  num_beams: int | None = None, max_new_tokens: int = 40) -> Analysis:
+                  num_beams: int | None = None, max_new_tokens: int | None = None) -> Analysis:
         """Answers again from the cached registration, unmasked features and masks of ``analysis``.
 
         Only the fusion (eq. 7), the masked re-encoding (eq. 8-9) and decoding run again.
@@ -217,7 +221,7 @@ class DiffVQAPipeline:
             lam: new fusion weight; None keeps the previous one.
             question: a new question about the same pair; None keeps the previous one.
             num_beams: None keeps the previous setting.
-            max_new_tokens: longest answer in tokens.
+            max_new_tokens: longest answer in tokens (None: the config's ``max_answer_len``).
         """
         question = self._check_question(analysis.question if question is None else question)
         with self._inference():
@@ -232,9 +236,10 @@ class DiffVQAPipeline:
         return np.clip(fused, 0.0, 1.0).astype(np.float32)
 
     def _answer(self, state: VisualState, main_image: np.ndarray, question: str, lam: float | None,
-                num_beams: int, max_new_tokens: int) -> Analysis:
+                num_beams: int, max_new_tokens: int | None) -> Analysis:
         lam = self._check_lambda(self.config.inference_lambda if lam is None else lam)
-        result = self.model.answer(state, [question], lam, num_beams=num_beams, max_new_tokens=max_new_tokens)
+        result = self.model.answer(state, [question], lam, num_beams=num_beams,
+                                   max_new_tokens=max_new_tokens or self.config.max_answer_len, grammar=self.grammar)
         return Analysis(
             answer=result.answers[0], question=question, lam=lam,
             theta=state.registration.theta[0].detach().float().cpu().numpy(),

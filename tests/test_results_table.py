@@ -23,7 +23,10 @@ def _evaluation(tmp_path, name: str, cider: float, config: dict, *, after: float
                "mask": {"changed_pairs": 8, "prior": {"pointing_game": 0.4, "auroc": 0.7},
                         "adaptive": {"pointing_game": 0.5, "auroc": 0.6},
                         "fused": {"pointing_game": fused, "auroc": 0.8}}}
-    metrics["difference_changes"] = {"questions": 3, "precision": 0.5, "recall": 0.2, "f1": f1, "exact": 0.125}
+    metrics["difference_changes"] = {"questions": 3, "precision": 0.5, "recall": 0.2, "f1": f1, "exact": 0.125,
+                                     "exact_changed": 0.5, "nothing_precision": 0.8, "nothing_recall": 0.9}
+    metrics["well_formed"] = {"difference": 1.0, "presence": 1.0, "all": 1.0}
+    metrics["difference_cider_vs_constant"] = cider
     (out / "metrics.json").write_text(json.dumps(metrics))
     lines = ["row_id,question_type,question,reference,prediction"]
     lines += [f"{i},difference,q,ref,{answer}" for i, answer in enumerate(predictions or ["a", "b", "c"])]
@@ -33,29 +36,42 @@ def _evaluation(tmp_path, name: str, cider: float, config: dict, *, after: float
 
 
 def test_table_marks_what_a_row_switched_off_and_checks_the_targets(tmp_path, capsys):
-    full = _evaluation(tmp_path, "full", 1.6, {}, after=1.5, fused=0.7)
+    full = _evaluation(tmp_path, "full", 1.6, {}, after=1.0, fused=0.85)
     question = _evaluation(tmp_path, "question", 1.0, {"use_images": False})
     unregistered = _evaluation(tmp_path, "unreg", 1.2, {"use_registration": False}, after=4.0)
     plain = _evaluation(tmp_path, "plain", 1.3, {"use_saliency_mask": False})
     out = tmp_path / "table.md"
     assert main(["results-table", "--row", f"full model={full}", "--row", f"question only={question}",
                  "--row", f"unregistered={unregistered}", "--row", f"no saliency (M = 1)={plain}",
-                 "--full", "full model", "--baseline", "question only", "--out", str(out)]) == 0
+                 "--full", "full model", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert out.read_text() == text
     rows = [line for line in text.splitlines() if line.startswith("| full model |")]
-    assert rows[0].count("1.600") == 1 and "2.100" in rows[0]  # difference CIDEr, then all-question CIDEr
-    assert "| 1.600 | 0.250 | 0.125 | 0.500 |" in rows[0]  # diff CIDEr, change F1, exact, then all BLEU-1
-    assert "| 4.00 | 1.50 | 62% |" in rows[1]
+    assert "| 1.600 | 0.500 |" in rows[0] and rows[0].endswith("| 2.100 |")  # diff CIDEr, all BLEU-1 ... all CIDEr
+    assert rows[1] == "| full model | 0.250 | 0.125 | 0.500 | 0.800 | 0.900 | 1.000 | 1.60 |"
+    assert "| 4.00 | 1.00 | 75% |" in rows[2]
     question_rows = [line for line in text.splitlines() if line.startswith("| question only |")]
-    assert question_rows[1].count("n/a") == 8  # no registration "after", no U, F or M
+    assert question_rows[2].count("n/a") == 8  # no registration "after", no U, F or M
     unregistered_rows = [line for line in text.splitlines() if line.startswith("| unregistered |")]
-    assert "| 4.00 | n/a | n/a |" in unregistered_rows[1]
+    assert "| 4.00 | n/a | n/a |" in unregistered_rows[2]
     plain_rows = [line for line in text.splitlines() if line.startswith("| no saliency (M = 1) |")]
-    assert plain_rows[1].endswith("| n/a | n/a |") and "0.400" in plain_rows[1]  # M = 1, U still measured
-    assert "1.600 / 1.000 = 1.60 x [met]" in text
-    assert "4.00 -> 1.50 px, 62% removed [met]" in text
-    assert "pointing game >= 0.6: 0.700 [met]" in text
+    assert plain_rows[2].endswith("| n/a | n/a |") and "0.400" in plain_rows[2]  # M = 1, U still measured
+    assert "- difference change F1 >= 0.60: 0.250 [MISSED]" in text
+    assert "- 'nothing has changed.' recall >= 0.9: 0.900 [met]" in text
+    assert "- difference CIDEr / constant-answer baseline >= 1.5 x: 1.60 [met]" in text
+    assert "- corner error after registration / before <= 0.30: 0.25 [met]" in text
+    assert "- fused mask M pointing game on changed pairs >= 0.8: 0.850 [met]" in text
+    assert "- adaptive mask F AUROC >= 0.95: 0.600 [MISSED]" in text
+
+
+def test_a_row_over_several_seeds_shows_mean_and_standard_deviation(tmp_path, capsys):
+    one = _evaluation(tmp_path, "seed1", 1.6, {}, f1=0.2)
+    two = _evaluation(tmp_path, "seed2", 2.0, {}, f1=0.4)
+    assert main(["results-table", "--row", f"full={one},{two}", "--full", "full"]) == 0
+    text = capsys.readouterr().out
+    assert "| 1.800 ± 0.283 |" in text  # difference CIDEr over the two seeds
+    assert "| full | 0.300 ± 0.141 |" in text
+    assert "- difference change F1 >= 0.60: 0.300 [MISSED]" in text
 
 
 def test_a_missing_evaluation_is_a_clear_error(tmp_path, capsys):

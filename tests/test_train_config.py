@@ -82,14 +82,30 @@ def test_question_weights_name_known_families_with_positive_weights(tmp_path):
         TrainConfig.from_yaml(_yaml(tmp_path, "question_weights: {difference: 0}\n"))
 
 
-def test_each_synthetic_table_config_changes_what_its_name_says_of_the_demo():
-    demo = TrainConfig.from_yaml(CONFIG_DIR / "demo.yaml").to_dict()
+def _changes_of(base: str, name: str):
+    reference = TrainConfig.from_yaml(CONFIG_DIR / base).to_dict()
+    config = TrainConfig.from_yaml(CONFIG_DIR / "synthetic_table" / f"{name}.yaml").to_dict()
+    changed = {k: v for k, v in config.items() if v != reference[k] and k not in ("output_dir", "model")}
+    model = {k: v for k, v in config["model"].items() if v != reference["model"].get(k)}
+    return changed, model
 
+
+def test_each_synthetic_table_row_changes_what_its_name_says_of_the_demo():
     def changes(name):
-        config = TrainConfig.from_yaml(CONFIG_DIR / "synthetic_table" / f"{name}.yaml").to_dict()
-        changed = {k: v for k, v in config.items() if v != demo[k] and k not in ("output_dir", "model")}
-        model = {k: v for k, v in config["model"].items() if v != demo["model"].get(k)}
-        return changed, model
+        return _changes_of("demo.yaml", name)
+
+    assert changes("no_change_tokens") == ({}, {"reference_tokens": "reference"})
+    assert changes("paper_adaptive_mask") == ({}, {"adaptive_mask_source": "tokens"})
+    assert changes("no_saliency") == ({}, {"use_saliency_mask": False})
+    assert changes("no_freeze") == ({"epochs_stage1": 0, "epochs_stage2": 8}, {})
+    assert changes("no_unsupervised") == ({}, {"use_unsupervised_losses": False})
+    assert changes("unregistered") == ({}, {"use_registration": False})
+    assert changes("question_only") == ({}, {"use_images": False, "image_encoder_pretrained": False})
+
+
+def test_each_earlier_experiment_config_changes_what_its_name_says_of_the_previous_demo():
+    def changes(name):
+        return _changes_of("synthetic_table/previous_demo.yaml", name)
 
     paper_slots = {"reference_tokens": "reference"}
     assert changes("full_reference_tokens") == ({}, paper_slots)
@@ -98,7 +114,17 @@ def test_each_synthetic_table_config_changes_what_its_name_says_of_the_demo():
     assert changes("full_trained_on_difference") == ({"question_types": ["difference"]}, paper_slots)
     assert changes("full_difference_tokens_trained_on_difference") == (
         {"question_types": ["difference"]}, {"reference_tokens": "difference"})
-    assert changes("no_saliency") == ({}, {"use_saliency_mask": False})
-    assert changes("no_freeze") == ({"epochs_stage1": 0, "epochs_stage2": 8}, {})
-    assert changes("no_unsupervised") == ({}, {"use_unsupervised_losses": False})
-    assert changes("unregistered") == ({}, {"use_registration": False})
+    assert changes("no_saliency_difference_tokens") == (
+        {}, {"use_saliency_mask": False, "reference_tokens": "difference"})
+
+
+def test_the_paper_preset_leaves_every_departure_of_the_demo_off():
+    from diffvqa_core.config import DiffVQAConfig
+
+    demo = TrainConfig.from_yaml(CONFIG_DIR / "demo.yaml")
+    paper = DiffVQAConfig.from_preset("paper")
+    departures = {"change_encoder": False, "adaptive_mask_source": "tokens", "reference_tokens": "reference",
+                  "alpha_change_mask": 0.0, "alpha_change_labels": 0.0, "alpha_similarity": 0.0}
+    assert {k: getattr(paper, k) for k in departures} == departures
+    assert all(demo.model[k] != v for k, v in departures.items())
+    assert TrainConfig().question_weights is None and not TrainConfig().eval_grammar and not TrainConfig().init_weights

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from diffvqa_core.answer_grammar import AnswerGrammar
 from diffvqa_core.metrics import change_agreement
 from train_support import SMALL_MODEL, make_synthetic_set, one_torch_thread
 from train.__main__ import main as train_main
@@ -83,8 +84,8 @@ def test_metrics_equal_pycocoevalcap_on_the_written_predictions(evaluation):
         return scores
 
     types = sorted({r["question_type"] for r in rows})
-    extra = {"difference_changes"} if "difference" in types else set()
-    assert set(metrics) == {"all", *types, "registration", "mask", *extra}
+    extra = {"difference_changes", "difference_cider_vs_constant"} if "difference" in types else set()
+    assert set(metrics) == {"all", *types, "registration", "mask", "well_formed", "constant_baseline", *extra}
     assert metrics["all"] == pytest.approx(official(rows), abs=1e-9)
     kind = max(types, key=[r["question_type"] for r in rows].count)  # one subset suffices: each Java run is slow
     assert metrics[kind] == pytest.approx(official([r for r in rows if r["question_type"] == kind]), abs=1e-9)
@@ -103,9 +104,22 @@ def test_synthetic_ground_truth_gives_registration_and_mask_scores(evaluation):
 def test_question_type_filter_scores_only_that_family(checkpoint, data_root, tmp_path):
     assert _evaluate(checkpoint, data_root, tmp_path, "--question-type", "difference") == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics) == {"all", "difference", "registration", "mask", "difference_changes"}
+    assert set(metrics) == {"all", "difference", "registration", "mask", "difference_changes", "well_formed",
+                            "constant_baseline", "difference_cider_vs_constant"}
     rows = list(csv.DictReader((tmp_path / "predictions.csv").open(encoding="utf-8")))
     assert metrics["difference_changes"] == change_agreement((r["reference"], r["prediction"]) for r in rows)
+    # answers are held to the benchmark's grammar by default: with only 8 new tokens most are cut short, but none
+    # leaves the grammar (an untrained model decoding freely writes word salad)
+    grammar = AnswerGrammar.for_question(rows[0]["question"])
+    assert all(grammar.allows_prefix(r["prediction"]) for r in rows)
+    assert set(metrics["well_formed"]) == {"difference", "all"}
+    baseline = metrics["constant_baseline"]
+    assert set(baseline) == {"all", "difference", "difference_changes"}
+    ratio = metrics["difference_cider_vs_constant"]
+    if baseline["difference"]["CIDEr"]:
+        assert ratio == pytest.approx(metrics["difference"]["CIDEr"] / baseline["difference"]["CIDEr"])
+    else:  # a set this small can leave the baseline with no n-gram right
+        assert ratio is None
 
 
 def test_checkpoint_of_another_architecture_is_a_clear_error(checkpoint, data_root, tmp_path, capsys):
@@ -145,3 +159,15 @@ def test_evaluation_with_swapped_references_skips_pair_scores(checkpoint, data_r
     metrics = json.loads((out / "metrics.json").read_text())
     assert "registration" not in metrics and "mask" not in metrics
     assert json.loads((out / "settings.json").read_text())["swap_references"] is True
+
+
+def test_constant_baseline_answers_the_most_frequent_training_answer_of_the_question_text():
+    from train.constant_baseline import most_frequent_answers
+
+    rows = [{"question": "is there edema?", "question_type": "presence", "answer": a} for a in ("no", "yes", "no")]
+    rows += [{"question": "what level is the edema?", "question_type": "level", "answer": "mild"}]
+    by_question, by_family, overall = most_frequent_answers(rows)
+    assert by_question == {"is there edema?": "no", "what level is the edema?": "mild"}
+    assert by_family == {"presence": "no", "level": "mild"} and overall == "no"
+    with pytest.raises(ValueError, match="training rows"):
+        most_frequent_answers([])

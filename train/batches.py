@@ -24,7 +24,7 @@ from diffvqa_core.data.layout import QUESTIONS_CSV, STUDIES_CSV
 
 def open_split(
     root: str | Path | None,
-    split: str,
+    split: str | None,
     *,
     question_types: Sequence[str] | None,
     image_size: int,
@@ -38,7 +38,7 @@ def open_split(
 
     Args:
         root: directory holding mimic_pair_questions.csv, mimic_all.csv and files/.
-        split: "train", "val" or "test".
+        split: "train", "val" or "test" (None: every row).
         question_types: families to keep (None = all seven).
         image_size: side of the square model input.
         augment: brightness / contrast / sharpness augmentation (training only).

@@ -70,7 +70,7 @@ class TrainConfig:
 
     # Validation each epoch: decoding and how much of the split to score.
     eval_num_beams: int = 1  # 1 = greedy
-    eval_max_new_tokens: int = 40
+    eval_max_new_tokens: int | None = None  # None: the model's max_answer_len, the training answers' limit
     eval_no_repeat_ngram_size: int = 0
     eval_grammar: bool = False  # not in the paper: validate with answers held to the benchmark's answer grammar
     val_max_batches: int | None = None  # per process; None = the whole validation split

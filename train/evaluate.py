@@ -8,10 +8,15 @@ Writes into ``--out``:
   rescored on its own); on data with synthetic ground truth also "registration" and "mask"
   (see ``train.pair_scores``); with difference questions also "difference_changes" (precision, recall, F1 and
   exact-set accuracy of the changes the answers name, and the fraction of answers the benchmark could have
-  written: ``diffvqa_core.metrics.change_agreement``);
+  written: ``diffvqa_core.metrics.change_agreement``, with exact answers on changed pairs and "nothing has
+  changed." precision / recall); "well_formed": per question family, the fraction of answers the benchmark's
+  answer grammar accepts (``diffvqa_core.answer_grammar``); "constant_baseline": the same scores for the
+  most frequent training answer to each question text (``train.constant_baseline``), and
+  "difference_cider_vs_constant", the model's difference CIDEr as a multiple of that baseline's;
 - ``settings.json``: checkpoint, split, decoding and row count, for provenance.
 
-``--checkpoint demo`` evaluates the bundled demo model (``assets/demo_model``).
+``--checkpoint demo`` evaluates the bundled demo model (``assets/demo_model``). Answers are held to the benchmark's
+answer grammar (not in the paper) unless ``--no-grammar`` is given: the paper's protocol decodes freely.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ class OtherPairReference(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         item = dict(self.dataset[index])
         item["ref"] = self.dataset.film(self.dataset.rows[self.partner[index]]["ref_id"])
-        for key in ("gt_theta", "change_mask"):
+        for key in ("gt_theta", "change_mask", "finding_labels", "pair_labels"):
             item.pop(key, None)
         return item
 
@@ -68,12 +73,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the flags of ``python -m train evaluate``."""
     parser.add_argument("--checkpoint", required=True, help="model directory (e.g. OUTPUT/best) or 'demo'")
     parser.add_argument("--data-root", required=True, help="benchmark directory (real or synthetic)")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
+                        help="which rows to answer ('all': every row, for a set made with a fresh seed)")
     parser.add_argument("--question-type", action="append", dest="question_types", metavar="T",
                         help="keep only this question family (repeatable; default: all)")
     parser.add_argument("--num-beams", type=int, default=1, help="1 = greedy (EKAID); PLURAL used 10, VED 2")
     parser.add_argument("--no-repeat-ngram-size", type=int, default=0, help="PLURAL used 3 with 10 beams")
-    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="longest answer in tokens (default: the model's max_answer_len, as in training)")
+    parser.add_argument("--no-grammar", action="store_true",
+                        help="decode freely, as the paper's protocol (default: answers held to the benchmark's "
+                             "answer grammar, not in the paper)")
     parser.add_argument("--lam", type=float, help="fusion weight lambda of eq. 7 (default: the model's, 0.5)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-samples", type=int, help="score only the first N rows of the split")
@@ -115,13 +125,16 @@ def evaluate(args: argparse.Namespace) -> dict:
     model = DiffVQAModel.from_pretrained(checkpoint)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
-    dataset = open_split(args.data_root, args.split, question_types=args.question_types,
+    dataset = open_split(args.data_root, None if args.split == "all" else args.split,
+                         question_types=args.question_types,
                          image_size=model.config.image_size, augment=False)
     if args.swap_references:
         dataset = OtherPairReference(dataset)
     loader = evaluation_loader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
                                limit=args.max_samples)
-    decoding = Decoding(args.num_beams, args.max_new_tokens, args.no_repeat_ngram_size, args.lam)
+    max_new_tokens = args.max_new_tokens or model.config.max_answer_len
+    decoding = Decoding(args.num_beams, max_new_tokens, args.no_repeat_ngram_size, args.lam,
+                        grammar=not args.no_grammar)
     pair_scores = PairScores() if dataset.has_ground_truth else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
     rows = []
@@ -143,15 +156,49 @@ def evaluate(args: argparse.Namespace) -> dict:
     difference = [(r[3], r[4]) for r in rows if r[1] == "difference"]
     if difference:
         metrics["difference_changes"] = change_agreement(difference)
+    metrics["well_formed"] = well_formed_by_family(rows)
+    metrics.update(constant_baseline_scores(args.data_root, rows, metrics))
     if pair_scores is not None:
         metrics.update(pair_scores.summary())
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     settings = {"checkpoint": str(checkpoint), "data_root": str(args.data_root), "split": args.split,
                 "question_types": args.question_types, "rows": len(rows), "num_beams": args.num_beams,
-                "no_repeat_ngram_size": args.no_repeat_ngram_size, "max_new_tokens": args.max_new_tokens,
+                "no_repeat_ngram_size": args.no_repeat_ngram_size, "max_new_tokens": max_new_tokens,
                 "lam": model.config.inference_lambda if args.lam is None else args.lam, "bf16": args.bf16,
-                "swap_references": args.swap_references}
+                "swap_references": args.swap_references, "grammar": not args.no_grammar}
     (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     overall = metrics["all"]
     print("all: " + ", ".join(f"{k} {v:.4f}" for k, v in overall.items()))
     return metrics
+
+
+def well_formed_by_family(rows: list[tuple]) -> dict[str, float]:
+    """Per question family (and "all"), the fraction of predictions the benchmark's answer grammar accepts for
+    their question (questions of no known form are not counted)."""
+    from diffvqa_core.answer_grammar import AnswerGrammar
+
+    counts: dict[str, list[int]] = {}
+    for _, family, question, _, prediction in rows:
+        grammar = AnswerGrammar.for_question(question)
+        if grammar is None:
+            continue
+        for key in (family, "all"):
+            counts.setdefault(key, []).append(int(grammar.accepts(prediction)))
+    return {key: sum(values) / len(values) for key, values in counts.items()}
+
+
+def constant_baseline_scores(data_root: str, rows: list[tuple], metrics: dict) -> dict:
+    """The constant-answer baseline scored on the same rows, and the model's difference CIDEr as a multiple of it."""
+    from diffvqa_core.metrics import change_agreement, score_by_question_type
+    from train.constant_baseline import ConstantAnswers
+
+    answer = ConstantAnswers(data_root)
+    baseline_rows = [(r[0], r[1], r[3], answer(r[2], r[1])) for r in rows]
+    baseline = score_by_question_type(baseline_rows)
+    difference = [(r[2], r[3]) for r in baseline_rows if r[1] == "difference"]
+    out = {"constant_baseline": baseline}
+    if difference:
+        baseline["difference_changes"] = change_agreement(difference)
+        model_cider, baseline_cider = metrics["difference"]["CIDEr"], baseline["difference"]["CIDEr"]
+        out["difference_cider_vs_constant"] = model_cider / baseline_cider if baseline_cider else None
+    return out

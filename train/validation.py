@@ -33,7 +33,8 @@ def validate(accelerator: Accelerator, model, dataset, config: TrainConfig) -> d
         dataset, batch_size=config.eval_batch_size, rank=accelerator.process_index,
         world_size=accelerator.num_processes, num_workers=config.num_workers, limit=limit,
     )
-    decoding = Decoding(config.eval_num_beams, config.eval_max_new_tokens, config.eval_no_repeat_ngram_size,
+    max_new_tokens = config.eval_max_new_tokens or model.config.max_answer_len
+    decoding = Decoding(config.eval_num_beams, max_new_tokens, config.eval_no_repeat_ngram_size,
                         grammar=config.eval_grammar)
     rows = []
     model.eval()
