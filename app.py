@@ -55,6 +55,8 @@ MASK_NOTES = {
     "F": "**F · adaptive**: the mask DiffVQA learned from the features of both films.",
     "M": "**M · fused** = λU + (1−λ)F: the weights the image encoder reads both films through.",
 }
+REVIEW_SAVED_JS = "(id) => { if (id !== null && id !== undefined) { window.diffvqaReview?.saved(); } }"
+"""Tells assets/review.js that the review form is saved (no warning on leaving the page)."""
 LAMBDA_INFO = ("M = λU + (1−λ)F. 1 = only the prior U, 0 = only the adaptive F. Enter or release applies it: "
                "the overlays at once, then a new answer.")
 
@@ -183,12 +185,12 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
                                    elem_id="review-picture", scale=2, buttons=["fullscreen"])
 
         # Not shown: the review id of the last save, the reviewer's name in this browser's storage, and the
-        # triggers of the scripting API (/analyze, /reanswer, /record_review), which raise errors for scripts
-        # where the screen's own handlers write them into the status lines.
+        # triggers of the scripting API (/analyze, /reanswer, /record_review, /list_reviews), which raise errors
+        # for scripts where the screen's own handlers write them into the status lines.
         review_id = gr.Number(visible=False, precision=0, elem_id="review-id")
         reviewer_memory = gr.BrowserState("", storage_key="diffvqa-reviewer", secret=BROWSER_STATE_SECRET)
         api_strip = gr.Image(visible=False, format="png")
-        api_analyze, api_reanswer, api_save = (gr.Button(visible=False) for _ in range(3))
+        api_analyze, api_reanswer, api_save, api_list = (gr.Button(visible=False) for _ in range(4))
 
         display = [mask, opacity, center, width]
         screen = [ui[name] for name in SCREEN]
@@ -221,7 +223,7 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
               show_progress="hidden")
         ui["save"].click(h.save_on_screen, [analysis_id, *review_form, lam, *display], [ui["review_status"], review_id],
                          api_visibility="private", concurrency_limit=8).then(
-            None, [review_id], None, js="(id) => { if (id !== null && id !== undefined) { window.diffvqaReview?.saved(); } }")
+            None, [review_id], None, js=REVIEW_SAVED_JS)
         reviewer.change(h.remember_reviewer, reviewer, reviewer_memory, api_visibility="private",
                        trigger_mode="always_last", show_progress="hidden")
 
@@ -234,9 +236,9 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
         api_save.click(h.record_review, [analysis_id, *review_form, lam, *display], [ui["review_status"], review_id],
                        api_name="record_review", concurrency_limit=8)
 
-        gr.on([refresh.click, disagreements_tab.select], h.list_reviews, filters, [table, count],
-              api_name="list_reviews").then(h.highlight, [table, selected], table, api_visibility="private",
-                                            show_progress="hidden")
+        gr.on([refresh.click, disagreements_tab.select], h.list_reviews_on_screen, [*filters, selected],
+              [table, count], api_visibility="private")
+        api_list.click(h.list_reviews, filters, [table, count], api_name="list_reviews")
         table.select(h.toggle_selected, [selected, table], [selected, table, picture, details],
                      api_visibility="private")
         export.click(h.export, [*filters, selected], export_file, api_name="export_disagreements")

@@ -393,6 +393,16 @@ class Handlers:
                   f"{r.main_sha256[:10]} / {r.ref_sha256[:10]}"] for r in rows]
         return table, f"{len(table)} review(s) match. Click rows to select them for export (highlighted)."
 
+    def list_reviews_on_screen(self, question_type: str | None, verdicts: list[str] | None, reviewer: str | None,
+                               since: str | None, until: str | None, selected: str | None) -> tuple[Any, str]:
+        """The table with the selection highlighted and a count line; a bad filter is a sentence in the count
+        line (the table stays as it was)."""
+        try:
+            rows, count = self.list_reviews(question_type, verdicts, reviewer, since, until)
+        except (gr.Error, ValueError) as exc:
+            return gr.update(), _warning(_message(exc))
+        return self.highlight(rows, selected), count
+
     @staticmethod
     def highlight(table: Any, selected: str | None) -> Any:
         """The table with the rows selected for export highlighted (a pandas Styler)."""

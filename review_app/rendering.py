@@ -219,7 +219,8 @@ def colour_bar_html(stops: int = 11) -> str:
     css = ", ".join(f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)}) {100 * i / (stops - 1):.0f}%"
                     for i, (r, g, b) in enumerate(colours))
     return (f'<div class="colour-bar" style="background: linear-gradient(to right, {css});"></div>'
-            '<div class="colour-bar-ticks"><span>0 · ignored</span><span>0.5</span><span>1 · read in full</span></div>')
+            '<div class="colour-bar-ticks"><span>0 · ignored</span><span>0.5</span>'
+            '<span>1 · read in full</span></div>')
 
 
 def caption(rgb: np.ndarray, text: str, corner: Literal["left", "right"] = "left") -> np.ndarray:

@@ -161,8 +161,9 @@ class ReviewService:
 
     def preview(self, path: str | Path | None, display: Display | None = None) -> np.ndarray | None:
         """A windowed view of one chosen film before any analysis (None when no file)."""
-        return None if not path else rendering.preview(_read(path, "This file", check_modality=False),
-                                                       display or Display())
+        if not path:
+            return None
+        return rendering.preview(_read(path, "This file", check_modality=False), display or Display())
 
     # -- reviews -----------------------------------------------------------------------------------------
     def record_review(self, analysis_id: int | None, *, reviewer: str, verdict: str, corrected_answer: str = "",

@@ -171,6 +171,7 @@ def test_removing_both_films_empties_the_screen(page, running: RunningApp) -> No
     expect(page.locator("#analysis-status")).to_contain_text("Choose both films")
 
 
+@pytest.mark.slow
 def test_a_new_answer_at_another_lambda_keeps_the_text_and_asks_for_the_verdict_again(page,
                                                                                       running: RunningApp) -> None:
     """A verdict given to one answer is never saved against another; the reviewer's own text is kept."""
@@ -356,6 +357,7 @@ def test_reviewer_name_survives_a_reload(page) -> None:
     expect(page.locator("#reviewer textarea, #reviewer input").first).to_have_value("Dr. Memory", timeout=30_000)
 
 
+@pytest.mark.slow
 def test_leaving_with_an_unsaved_review_asks_first(page, running: RunningApp) -> None:
     from playwright.sync_api import expect
 

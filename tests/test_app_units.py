@@ -450,3 +450,9 @@ def test_the_app_opens_on_the_first_synthetic_pair_unless_told_not_to(tmp_path: 
     assert app.preload_pair([real, *synthetic]) is synthetic[0]
     assert app.preload_pair([real]) is real and app.preload_pair([]) is None
     assert app.parse_args(["--no-preload"]).no_preload and not app.parse_args([]).no_preload
+
+
+def test_a_bad_date_filter_is_a_sentence_in_the_count_line(screen) -> None:
+    handlers, _ = screen
+    table, count = handlers.list_reviews_on_screen(None, ["disagree"], "", "30/11/2026", "", "")
+    assert table == {"__type__": "update"} and "must look like 2026-11-30" in count.replace("\\", "")
