@@ -51,6 +51,9 @@ class ChangeEncoderConfig:
     token_width: int = 192  # width of the change tokens
     query_layers: int = 2  # transformer decoder layers reading the token grid
     heads: int = 4
+    # The queries also read the stride-8 grid (4x as many tokens): small findings (a new nodule) are a few
+    # pixels across at 128 px, and the stride-16 grid alone left them unnamed (MODEL_CARD.md).
+    multiscale_tokens: bool = False
     findings: tuple[str, ...] = field(default_factory=lambda: LABELLED_FINDINGS)
 
     def __post_init__(self) -> None:
@@ -112,6 +115,9 @@ class ChangeEncoder(nn.Module):
         width = config.token_width
         self.token_proj = nn.Linear(widths[3], width)
         self.positions = nn.Parameter(torch.randn(1, grid * grid, width) * 0.02)
+        if config.multiscale_tokens:
+            self.fine_token_proj = nn.Linear(widths[2], width)
+            self.fine_positions = nn.Parameter(torch.randn(1, 4 * grid * grid, width) * 0.02)
         self.queries = nn.Parameter(torch.randn(1, len(config.findings) + 1, width) * 0.02)
         layer = nn.TransformerDecoderLayer(width, config.heads, dim_feedforward=2 * width, dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
@@ -141,10 +147,13 @@ class ChangeEncoder(nn.Module):
         for stage in self.stages:
             x = stage(x)
             features.append(x)
-        stride4, stride16 = features[1], features[3]  # (B, w1, S/4, S/4), (B, w3, S/16, S/16)
+        stride4, stride8, stride16 = features[1], features[2], features[3]  # (B, w_i, S/4, S/4) ... (S/16)
         top = F.interpolate(self.mask_top(stride16), size=stride4.shape[-2:], mode="bilinear", align_corners=False)
         mask_logits = self.mask_head(F.gelu(self.mask_lateral(stride4) + top))  # (B, 1, S/4, S/4)
         grid = self.token_proj(stride16.flatten(2).transpose(1, 2)) + self.positions  # (B, N, C)
+        if self.config.multiscale_tokens:
+            fine = self.fine_token_proj(stride8.flatten(2).transpose(1, 2)) + self.fine_positions  # (B, 4N, C)
+            grid = torch.cat([grid, fine], dim=1)
         tokens = self.query_decoder(self.queries.expand(x.shape[0], -1, -1), grid)  # (B, K + 1, C)
         finding_tokens, pair_token = tokens[:, :-1], tokens[:, -1]
         return ChangeOutput(
@@ -189,18 +198,23 @@ def change_mask_loss(mask_logits: torch.Tensor, change_mask: torch.Tensor) -> to
     return F.binary_cross_entropy_with_logits(mask_logits, target)
 
 
+# Relative weight of a label column in the mean (others 1): what changed is what a difference answer says.
+LABEL_WEIGHTS = {"change": 3.0}
+
+
 def change_label_loss(output: ChangeOutput, finding_labels: torch.Tensor, pair_labels: torch.Tensor) -> torch.Tensor:
-    """Mean over the label columns of each column's loss (BCE for binary columns, cross-entropy otherwise).
+    """Weighted mean over the label columns of each column's loss (BCE for binary columns, cross-entropy
+    otherwise; ``LABEL_WEIGHTS``).
 
     Args:
         output: the change encoder's output.
         finding_labels: (B, K, len(FINDING_COLUMNS)) int64 from ``finding_labels.encode_pair`` (``IGNORE`` = skip).
         pair_labels: (B, len(PAIR_COLUMNS)) int64.
     """
-    terms = []
-    columns = [(output.finding_logits[c], finding_labels[..., i]) for i, c in enumerate(FINDING_COLUMNS)]
-    columns += [(output.pair_logits[c], pair_labels[:, i]) for i, c in enumerate(PAIR_COLUMNS)]
-    for logits, target in columns:
+    terms, weights = [], []
+    columns = [(c, output.finding_logits[c], finding_labels[..., i]) for i, c in enumerate(FINDING_COLUMNS)]
+    columns += [(c, output.pair_logits[c], pair_labels[:, i]) for i, c in enumerate(PAIR_COLUMNS)]
+    for name, logits, target in columns:
         keep = target != IGNORE
         if not bool(keep.any()):
             continue
@@ -208,7 +222,9 @@ def change_label_loss(output: ChangeOutput, finding_labels: torch.Tensor, pair_l
             terms.append(F.binary_cross_entropy_with_logits(logits.squeeze(-1)[keep], target[keep].to(logits.dtype)))
         else:
             terms.append(F.cross_entropy(logits[keep], target[keep]))
-    return torch.stack(terms).mean()
+        weights.append(LABEL_WEIGHTS.get(name, 1.0))
+    weight = torch.tensor(weights, dtype=terms[0].dtype, device=terms[0].device)
+    return (torch.stack(terms) * weight).sum() / weight.sum()
 
 
 def _best(logits: np.ndarray, allowed: list[int]) -> int:

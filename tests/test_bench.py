@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("registration", "prior", "image_encoder_unmasked", "adaptive_mask", "fusion", "image_encoder_masked",
+STAGES = ("registration", "prior", "image_encoder_unmasked", "change_encoder", "adaptive_mask", "fusion",
+          "image_encoder_masked",
           "question_encoder", "decoder_prefill", "decode_token")
 END_TO_END = ("analyze", "analyze_cached_pair_new_question", "reanalyze", "refusion")
 

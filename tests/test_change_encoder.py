@@ -75,6 +75,15 @@ def test_change_encoder_outputs_a_map_tokens_and_one_head_per_label_column():
     difference_answer(*decode_pair(rows[0]))  # whatever it reads is an answer the grammar can write
 
 
+def test_multiscale_tokens_read_the_finer_grid_too():
+    encoder = ChangeEncoder(ChangeEncoderConfig(**{**SMALL.__dict__, "multiscale_tokens": True}))
+    out = encoder(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    assert out.tokens.shape == (2, len(LABELLED_FINDINGS) + 1, 32)
+    assert encoder.fine_positions.shape == (1, 4 * (64 // 16) ** 2, 32)
+    out.tokens.sum().backward()
+    assert encoder.fine_token_proj.weight.grad.abs().sum() > 0  # the queries do read the stride-8 tokens
+
+
 def test_label_loss_ignores_columns_that_do_not_apply_and_learns_a_fixed_pair():
     torch.manual_seed(0)
     encoder = ChangeEncoder(SMALL)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_model, save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, default=None, help="side the encoder reads (default: image size)")
     parser.add_argument("--widths", type=int, nargs=4, default=None, help="channels of the four stages")
     parser.add_argument("--token-width", type=int, default=None)
+    parser.add_argument("--multiscale-tokens", action="store_true",
+                        help="the finding queries also read the stride-8 grid (small findings)")
     parser.add_argument("--generation-size", type=int, nargs="+", default=[256, 512],
                         help="side(s) at which films are drawn, one per patient (train synth's default is 512)")
     parser.add_argument("--backgrounds", type=Path, help="folder of real frontal films used as anatomy")
@@ -66,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="processes simulating pairs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--init", type=Path, help="start from this pretrain-change output (same shape)")
+    parser.add_argument("--init", type=Path, help="start from this pretrain-change output (its shape; with "
+                                                   "--multiscale-tokens the stride-8 tokens are added at random)")
 
 
 def images_in(folder: Path | None) -> list[str]:
@@ -150,14 +153,19 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    if args.init:
-        encoder = load_change_encoder(args.init)
+    if args.init:  # its shape, plus the stride-8 tokens if asked for: the new parts start at random
+        shape = dataclasses.asdict(load_change_encoder(args.init).config)
+        shape["multiscale_tokens"] = shape["multiscale_tokens"] or args.multiscale_tokens
+        encoder = ChangeEncoder(ChangeEncoderConfig(**shape))
+        missing, _ = load_model(encoder, str(args.init / WEIGHTS_FILE), strict=False)
+        print(f"started from {args.init}; new: {', '.join(missing) if missing else 'nothing'}")
     else:
         shape = {"input_size": args.input_size or args.image_size}
         if args.widths:
             shape["widths"] = tuple(args.widths)
         if args.token_width:
             shape["token_width"] = args.token_width
+        shape["multiscale_tokens"] = args.multiscale_tokens
         encoder = ChangeEncoder(ChangeEncoderConfig(**shape))
     validation = validation_sets(args, args.image_size)
     stream = OnlinePairs(args.seed, args.image_size, generation_size=args.generation_size,
