@@ -24,6 +24,7 @@ from transformers import (GenerationConfig, GPT2Config, GPT2LMHeadModel, LogitsP
 
 from diffvqa_core.config import DiffVQAConfig
 from diffvqa_core.tokenizer import special_token_ids
+from diffvqa_core.weights import resolve_transformers_part
 
 
 @dataclass
@@ -55,18 +56,55 @@ class DecodeState:
 
 
 def build_gpt2(config: DiffVQAConfig, tokenizer: PreTrainedTokenizerBase, *, pretrained: bool) -> GPT2LMHeadModel:
-    """GPT-2 from ``from_pretrained`` (vocabulary resized for the new tokens) or random from GPT2Config."""
+    """GPT-2 from ``from_pretrained`` (vocabulary grown by the new tokens) or random from GPT2Config.
+
+    A pretrained GPT-2 must come with its own tokenizer: its vocabulary (before the added tokens) must be the
+    model's, or every token id would point at an unrelated embedding. A random decoder's table has one row per
+    token, or ``decoder_overrides["vocab_size"]`` rows when that is larger (ids no tokenizer produces: a random
+    decoder then costs what GPT-2's 50,257-token head costs, for timing).
+
+    Raises:
+        ValueError: a pretrained GPT-2 with another tokenizer (naming the files to put where), or a
+            ``vocab_size`` override smaller than the tokenizer.
+        diffvqa_core.weights.WeightsNotFoundError: GPT-2's weights are not on this machine.
+    """
     ids = special_token_ids(tokenizer)
     if pretrained:
-        model = GPT2LMHeadModel.from_pretrained(config.decoder)
+        source = resolve_transformers_part(config.decoder, "decoder")
+        gpt2_config = GPT2Config.from_pretrained(source.location, local_files_only=source.origin != "hub")
+        check_tokenizer_fits(tokenizer, gpt2_config.vocab_size, config, source.location)
+        model = GPT2LMHeadModel.from_pretrained(source.location, config=gpt2_config,
+                                                local_files_only=source.origin != "hub")
         model.resize_token_embeddings(len(tokenizer))
     else:
+        overrides = dict(config.decoder_overrides)
+        vocab_size = int(overrides.pop("vocab_size", len(tokenizer)))
+        if vocab_size < len(tokenizer):
+            raise ValueError(f"decoder_overrides vocab_size {vocab_size} is smaller than the tokenizer's "
+                             f"{len(tokenizer)} tokens")
         model = GPT2LMHeadModel(GPT2Config(
-            vocab_size=len(tokenizer), bos_token_id=ids["eos"], eos_token_id=ids["eos"],
-            **config.decoder_overrides,
+            vocab_size=vocab_size, bos_token_id=ids["eos"], eos_token_id=ids["eos"], **overrides,
         ))
     model.config.pad_token_id = ids["pad"]
     return model
+
+
+def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, model_vocab: int, config: DiffVQAConfig,
+                         location: str) -> None:
+    """Refuses a tokenizer whose base vocabulary is not the pretrained GPT-2's (``model_vocab`` tokens).
+
+    Raises:
+        ValueError: saying which files to put where.
+    """
+    if tokenizer.vocab_size == model_vocab:
+        return
+    named = f"tokenizer {config.tokenizer!r}" if config.tokenizer else "no tokenizer"
+    raise ValueError(
+        f"the pretrained GPT-2 at {location} has a {model_vocab}-token vocabulary, but the decoder was given a "
+        f"{tokenizer.vocab_size}-token tokenizer ({named} in the config; the local BPE stands in for a missing "
+        f"one): every token id would point at an unrelated embedding. Put GPT-2's own tokenizer files "
+        f"(tokenizer.json, or vocab.json + merges.txt, with tokenizer_config.json) in {location}, or name their "
+        f"folder as `tokenizer` in the config (see docs/reproducing.md)")
 
 
 def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,6 @@ no gradient is being recorded and the module is in eval mode, with timm's forwar
 from __future__ import annotations
 
 import types
-from pathlib import Path
 
 import timm
 import torch
@@ -26,33 +25,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffvqa_core.config import DiffVQAConfig
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")
-
-
-def resolve_weights_file(path: str) -> str:
-    """Returns a weights file: ``path`` itself, or the first known weights file inside a directory.
-
-    Raises:
-        FileNotFoundError: when nothing loadable is there.
-    """
-    candidate = Path(path)
-    if candidate.is_file():
-        return str(candidate)
-    for name in WEIGHT_FILES:
-        if (candidate / name).is_file():
-            return str(candidate / name)
-    raise FileNotFoundError(f"no image encoder weights at {path} (looked for {', '.join(WEIGHT_FILES)})")
+from diffvqa_core.weights import resolve_image_encoder
 
 
 def build_backbone(config: DiffVQAConfig, *, pretrained: bool) -> nn.Module:
-    """Creates the timm backbone without classifier; pretrained weights come from timm's own loader."""
+    """Creates the timm backbone without classifier; pretrained weights come through timm's own loader, from the
+    file ``diffvqa_core.weights.resolve_image_encoder`` finds (or timm's hub download when online)."""
     kwargs = dict(config.image_encoder_overrides)
     kwargs.setdefault("img_size", config.image_size)
     if pretrained:
-        overlay = None
-        if config.image_encoder_weights:
-            overlay = dict(file=resolve_weights_file(config.image_encoder_weights))
+        source = resolve_image_encoder(config)
+        overlay = {"file": source.location} if source.origin != "hub" else None
         kwargs.update(pretrained=True, pretrained_cfg_overlay=overlay)
     try:
         return timm.create_model(config.image_encoder, num_classes=0, **kwargs)

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import AutoImageProcessor, Dinov2Config, Dinov2Model
 
 from diffvqa_core.config import DiffVQAConfig
+from diffvqa_core.weights import resolve_transformers_part
 
 
 @dataclass
@@ -38,16 +39,23 @@ class AdaptiveMaps:
 
 
 def build_dinov2(config: DiffVQAConfig, *, pretrained: bool) -> Dinov2Model:
-    """Builds the prior backbone: ``Dinov2Model.from_pretrained`` or random weights from Dinov2Config."""
+    """Builds the prior backbone: ``Dinov2Model.from_pretrained`` (located as ``diffvqa_core.weights`` says) or
+    random weights from Dinov2Config.
+
+    Raises:
+        diffvqa_core.weights.WeightsNotFoundError: the prior's weights are not on this machine.
+    """
     if pretrained:
-        return Dinov2Model.from_pretrained(config.prior)
+        source = resolve_transformers_part(config.prior, "prior")
+        return Dinov2Model.from_pretrained(source.location, local_files_only=source.origin != "hub")
     return Dinov2Model(Dinov2Config(**config.prior_overrides))
 
 
 def processor_statistics(name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """Mean and std of the prior's own image processor (its preprocessor_config.json), if readable."""
+    """Mean and std of the prior's own image processor (its preprocessor_config.json), if on disk."""
     try:
-        processor = AutoImageProcessor.from_pretrained(name)
+        source = resolve_transformers_part(name, "prior")
+        processor = AutoImageProcessor.from_pretrained(source.location, local_files_only=source.origin != "hub")
     except (OSError, ValueError):
         return None
     return tuple(float(v) for v in processor.image_mean), tuple(float(v) for v in processor.image_std)
