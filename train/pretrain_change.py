@@ -66,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-pairs", type=int, default=300, help="validation pairs per kind (phantom, real)")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-seed", type=int, default=None,
+                        help="seed of the validation pairs (default: --seed + 1); keep it to compare runs")
     parser.add_argument("--workers", type=int, default=1, help="processes simulating pairs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--init", type=Path, help="start from this pretrain-change output (its shape; with "
@@ -120,7 +122,7 @@ def score(encoder, items: list[dict], batch_size: int = 32) -> dict[str, float]:
 
 
 def validation_sets(args: argparse.Namespace, image_size: int) -> dict[str, list[dict]]:
-    """Fixed validation pairs (seed + 1, patients far from any training stream's): phantoms, and real films."""
+    """Fixed validation pairs (``--val-seed``, patients far from any training stream's): phantoms, and real films."""
     from train.online_pairs import OnlinePairs
 
     sets = {}
@@ -129,7 +131,8 @@ def validation_sets(args: argparse.Namespace, image_size: int) -> dict[str, list
     if real:
         kinds.append(("real", real, 1.0))
     for name, backgrounds, fraction in kinds:
-        stream = OnlinePairs(args.seed + 1, image_size, generation_size=args.generation_size,
+        val_seed = args.seed + 1 if args.val_seed is None else args.val_seed
+        stream = OnlinePairs(val_seed, image_size, generation_size=args.generation_size,
                              backgrounds=backgrounds, background_fraction=fraction, augment=False,
                              offset=10**9, limit=args.val_pairs)
         sets[name] = list(tqdm(stream, total=args.val_pairs, desc=f"validation pairs ({name})", unit="pair"))
