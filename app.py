@@ -1,7 +1,7 @@
 """DiffVQA review app: radiologists check the model's answers and masks and record their verdicts.
 
     python app.py [--checkpoint DIR] [--db URL] [--examples DIR] [--host 127.0.0.1] [--port 7860] [--auth FILE]
-                  [--no-preload]
+                  [--no-preload] [--device auto|cpu|cuda] [--precision auto|bf16|fp32]
 
 This file only lays out the Gradio UI and wires its events; the logic lives in ``review_app`` (handlers,
 service, rendering), the model in ``diffvqa_core`` and the database in ``feedback_db``. ``build_demo`` can be
@@ -250,17 +250,38 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
     return demo
 
 
-def load_pipeline(checkpoint: str | None) -> Any:
-    """The checkpoint asked for; without one the bundled demo, else a random-weight tiny model (with a banner)."""
+def load_pipeline(checkpoint: str | None, **placement: Any) -> Any:
+    """The checkpoint asked for; without one the bundled demo, else a random-weight tiny model (with a banner).
+
+    ``placement``: ``device`` and ``dtype`` for ``DiffVQAPipeline.from_pretrained`` (default: CPU, fp32).
+    """
     from diffvqa_core import DiffVQAConfig, DiffVQAPipeline
 
     if checkpoint is not None:
-        return DiffVQAPipeline.from_pretrained(checkpoint)
+        return DiffVQAPipeline.from_pretrained(checkpoint, **placement)
     try:
-        return DiffVQAPipeline.from_pretrained(None)
+        return DiffVQAPipeline.from_pretrained(None, **placement)
     except FileNotFoundError as exc:
         log.warning("%s; falling back to a random-weight tiny model (answers are meaningless)", exc)
-        return DiffVQAPipeline.from_config(DiffVQAConfig.from_preset("tiny"))
+        dtype = {key: value for key, value in placement.items() if key == "dtype"}
+        pipeline = DiffVQAPipeline.from_config(DiffVQAConfig.from_preset("tiny"), **dtype)
+        pipeline.model.to(placement.get("device", "cpu"))
+        return pipeline
+
+
+def device_placement(device_name: str, precision: str) -> dict[str, Any]:
+    """``load_pipeline`` keywords for ``--device`` / ``--precision``: {} for the default (CPU, fp32).
+
+    Raises:
+        diffvqa_core.devices.DeviceError: CUDA asked for where there is none (a ValueError with the reason).
+    """
+    import torch
+
+    from diffvqa_core.devices import inference_dtype, resolve_device
+
+    device = resolve_device(device_name)
+    dtype = inference_dtype(device, precision)
+    return {} if (device.type, dtype) == ("cpu", torch.float32) else {"device": device, "dtype": dtype}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -277,6 +298,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-synthetic-examples", action="store_true", help="do not generate synthetic pairs")
     parser.add_argument("--no-preload", action="store_true",
                         help="open on an empty screen instead of an analysed synthetic example")
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
+                        help="where the model runs (default auto: CUDA when PyTorch sees a GPU, else the CPU)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                        help="auto (default): bf16 autocast on a GPU, fp32 on a CPU")
     return parser.parse_args(argv)
 
 
@@ -294,10 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
+        placement = device_placement(args.device, args.precision)
         auth = load_auth(args.auth) if args.auth else None
         examples = load_examples(args.examples, synthetic=not args.no_synthetic_examples)
         store = FeedbackStore(args.db)
-        pipeline = load_pipeline(args.checkpoint)
+        pipeline = load_pipeline(args.checkpoint, **placement)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,6 +19,9 @@ Every time is printed beside its floor: FLOPs / matmul rate for compute-bound st
 bandwidth for a decoded token (GPT-2 reads every weight once per token; the KV cache avoids recomputing
 the prefix). ``time / floor`` is 1.0 at the machine's limit.
 
+``--device cuda`` (or ``auto``, the default, on a machine with a GPU) measures the GPU instead: its own matmul rate
+and bandwidth, times taken after ``torch.cuda.synchronize``, and its peak allocated memory beside the RSS.
+
 The model has random weights (``--checkpoint DIR`` benchmarks a trained one). With random weights the
 paper preset has no GPT-2 tokenizer on this offline machine; the decoder's vocabulary is then padded to
 GPT-2's (50257 + 4 added tokens) so that the lm_head, the largest single matmul of each decoded token,
@@ -49,7 +52,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from diffvqa_core.machine_limits import MachineLimits, bf16_supported, measure_machine_limits  # noqa: E402
+from diffvqa_core.machine_limits import (  # noqa: E402
+    MachineLimits,
+    bf16_supported,
+    measure_machine_limits,
+    measure_matmul_gflops,
+)
 
 GPT2_VOCAB = 50257 + 4  # GPT-2's tokenizer plus <pad> <img> <qtn> <ans>
 QUESTION = "what has changed compared to the reference image?"
@@ -116,7 +124,15 @@ FLOP_FORMULAS = {
 
 # ----------------------------------------------------------------------------------------- helpers
 def _now() -> float:
+    """The time after the GPU's queued work is done (stage times on a GPU are otherwise launch times)."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
     return time.perf_counter()
+
+
+def gpu_peak_bytes(device: torch.device) -> int | None:
+    """Peak memory allocated by PyTorch on ``device`` (None on a CPU)."""
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
 def peak_rss_bytes() -> int:
@@ -364,20 +380,25 @@ def answer_agreement(fp32_pipe, bf16_pipe, cases: int, tokens: int) -> dict[str,
 
 
 # --------------------------------------------------------------------------------------- app memory
-def app_memory_probe(preset: str, checkpoint: str | None, decoder_vocab: int | None, tokens: int) -> dict:
-    """In this (fresh) process: build the pipeline, analyse one case, report the RSS high-water mark."""
+def app_memory_probe(preset: str, checkpoint: str | None, decoder_vocab: int | None, tokens: int,
+                     device: torch.device | None = None) -> dict:
+    """In this (fresh) process: build the pipeline, analyse one case, report the RSS high-water mark (and the
+    GPU's peak allocation on a GPU)."""
+    device = device or torch.device("cpu")
     pipe = build_pipeline(preset, checkpoint, decoder_vocab)
+    pipe.model.to(device)
     built = peak_rss_bytes()
     main, ref = test_pair(7)
     analysis = pipe.analyze(main, ref, QUESTION, max_new_tokens=tokens)
     pipe.reanalyze(analysis, lam=0.3, max_new_tokens=tokens)
-    return {"peak_rss_bytes_after_build": built, "peak_rss_bytes": peak_rss_bytes()}
+    return {"peak_rss_bytes_after_build": built, "peak_rss_bytes": peak_rss_bytes(),
+            "gpu_peak_bytes": gpu_peak_bytes(device)}
 
 
 def measure_app_memory(args: argparse.Namespace) -> dict[str, Any]:
     """Runs ``app_memory_probe`` in a fresh interpreter (so nothing of this run inflates it)."""
     command = [sys.executable, "-m", "diffvqa_core.bench", "--app-memory-probe", "--preset", args.preset,
-               "--tokens", str(args.tokens), "--threads", str(torch.get_num_threads())]
+               "--tokens", str(args.tokens), "--threads", str(torch.get_num_threads()), "--device", args.device]
     if args.checkpoint:
         command += ["--checkpoint", args.checkpoint]
     if args.decoder_vocab is not None:
@@ -399,15 +420,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def phase(name: str) -> None:
         phases[name] = round(_now() - started - sum(phases.values()), 2)
 
+    from diffvqa_core.devices import resolve_device
+
+    device = resolve_device(args.device)
     quick = args.preset == "tiny" and not args.checkpoint
-    limits = measure_machine_limits(quick=quick)
+    limits = measure_machine_limits(device, quick=quick)
+    if args.bf16 and "bfloat16" not in limits.matmul_gflops:  # not native here: its floor is the emulated rate
+        size, repeats = (512, 2) if quick else (2048, 5)
+        limits.matmul_gflops["bfloat16"] = measure_matmul_gflops(torch.bfloat16, size=size, repeats=repeats,
+                                                                 device=device)
     phase("limits")
     pipe = build_pipeline(args.preset, args.checkpoint, args.decoder_vocab)
+    pipe.model.to(device)
     phase("build")
     model = pipe.model
     size = pipe.config.image_size
     result: dict[str, Any] = {
-        "preset": args.preset, "checkpoint": args.checkpoint or "random-init",
+        "preset": args.preset, "checkpoint": args.checkpoint or "random-init", "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "load_average_start": list(os.getloadavg()),
@@ -415,7 +445,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in model.parameters()),
         "decoder_vocab": model.decoder.gpt2.config.vocab_size,
         "limits": {"matmul_gflops": limits.matmul_gflops, "copy_gb_per_s": limits.copy_gb_per_s,
-                   "read_gb_per_s": limits.read_gb_per_s, "bf16_native": bf16_supported()},
+                   "read_gb_per_s": limits.read_gb_per_s, "bf16_native": bf16_supported(device)},
     }
     stages = measure_stages(model, args.repeats, args.tokens, size, None, args.warmup)
     result["fp32"] = stage_table(stages, limits, model, torch.float32)
@@ -438,7 +468,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                      / result["bf16"]["stages"]["decode_token"]["time_ms"])
         result["bf16"]["agreement"] = answer_agreement(pipe, bf16_pipe, args.agreement_cases, args.tokens)
         phase("bf16_agreement")
-    result["memory"] = {"bench_peak_rss_bytes": peak_rss_bytes()}
+    result["memory"] = {"bench_peak_rss_bytes": peak_rss_bytes(), "bench_gpu_peak_bytes": gpu_peak_bytes(device)}
     if not args.no_app_memory:
         result["memory"]["app_process"] = measure_app_memory(args)
         phase("app_memory_probe")
@@ -478,7 +508,8 @@ def report(result: dict[str, Any]) -> str:
     """The human-readable report: limits, per-stage table, end-to-end times, memory, targets."""
     limits = result["limits"]
     lines = [
-        f"diffvqa bench: preset={result['preset']} checkpoint={result['checkpoint']} torch={result['torch']} "
+        f"diffvqa bench: preset={result['preset']} checkpoint={result['checkpoint']} device={result['device']}"
+        + (f" ({result['gpu']})" if result.get("gpu") else "") + f" torch={result['torch']} "
         f"threads={result['threads']} cpu={result['cpu_capability']} params={result['parameters'] / 1e6:.1f}M "
         f"decoder_vocab={result['decoder_vocab']} repeats={result['repeats']} tokens={result['tokens']}",
         f"load average at start {', '.join(f'{v:.2f}' for v in result['load_average_start'])}; "
@@ -523,6 +554,10 @@ def report(result: dict[str, Any]) -> str:
                          f"{100 * agree['same_answer_fraction']:.0f}% of {agree['cases']} cases; fused mask max |diff| "
                          f"{agree['fused_mask_max_abs_diff']:.4f}, theta max |diff| {agree['theta_max_abs_diff']:.5f}")
     memory = result["memory"]
+    if memory.get("bench_gpu_peak_bytes") is not None:
+        lines += ["", f"GPU peak allocated: this benchmark process {memory['bench_gpu_peak_bytes'] / 1e9:.2f} GB"
+                  + (f"; fresh app process {memory['app_process']['gpu_peak_bytes'] / 1e9:.2f} GB"
+                     if "app_process" in memory else "")]
     lines += ["", f"peak memory: this benchmark process {memory['bench_peak_rss_bytes'] / 1e9:.2f} GB"
               + (f"; fresh app process (build + analyze + reanalyze) "
                  f"{memory['app_process']['peak_rss_bytes'] / 1e9:.2f} GB "
@@ -548,6 +583,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--decoder-vocab", type=int, default=None,
                         help="pad a random decoder's vocabulary to this size (default: GPT-2's for the paper preset)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
+                        help="where to measure (default auto: CUDA when PyTorch sees a GPU, else the CPU)")
     parser.add_argument("--no-app-memory", action="store_true", help="skip the fresh-process memory probe")
     parser.add_argument("--app-memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -562,8 +599,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from diffvqa_core.devices import DeviceError, resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except DeviceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.app_memory_probe:
-        print(json.dumps(app_memory_probe(args.preset, args.checkpoint, args.decoder_vocab, args.tokens)))
+        print(json.dumps(app_memory_probe(args.preset, args.checkpoint, args.decoder_vocab, args.tokens, device)))
         return 0
     result = run(args)
     print(report(result), flush=True)

@@ -159,10 +159,12 @@ class DiffVQAPipeline:
         return self.model.config
 
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, *, dtype: torch.dtype = torch.float32) -> DiffVQAPipeline:
+    def from_pretrained(cls, path: str | Path | None = None, *, dtype: torch.dtype = torch.float32,
+                        device: torch.device | str = "cpu") -> DiffVQAPipeline:
         """Loads a checkpoint directory; None means the bundled demo checkpoint (assets/demo_model).
 
-        ``dtype=torch.bfloat16`` opts into bf16 autocast (see the class).
+        ``dtype=torch.bfloat16`` opts into bf16 autocast (see the class); ``device`` is where the model runs
+        (``diffvqa_core.devices.resolve_device`` turns "auto" / "cuda" into one, with a clear error).
 
         Raises:
             FileNotFoundError: when the directory or its files are missing.
@@ -173,7 +175,7 @@ class DiffVQAPipeline:
             hint = (" (the bundled demo checkpoint is missing: use a full clone or pass a checkpoint folder)"
                     if path is None else "")
             raise FileNotFoundError(f"no diffvqa checkpoint at {directory}{hint}")
-        model = DiffVQAModel.from_pretrained(directory)
+        model = DiffVQAModel.from_pretrained(directory).to(device)
         return cls(model, checkpoint_name=directory.name, checkpoint_sha256=file_sha256(directory / WEIGHTS_FILE),
                    is_demo=path is None or directory.resolve() == DEMO_CHECKPOINT.resolve(), dtype=dtype)
 

@@ -191,3 +191,16 @@ def test_image_encoder_weights_of_another_architecture_are_refused(parts, tmp_pa
     config = paper_config(image_encoder_weights=str(folder), prior_pretrained=False, decoder_pretrained=False)
     with pytest.raises(ValueError, match="convnext_atto"):
         DiffVQAModel(config)
+
+
+def test_a_random_decoder_can_pad_its_vocabulary_and_still_rebuilds_itself(tmp_path):
+    config = DiffVQAConfig.from_preset("tiny")
+    padded = dataclasses.replace(config, decoder_overrides={**config.decoder_overrides, "vocab_size": 4096})
+    torch.manual_seed(0)
+    model = DiffVQAModel(padded)
+    assert model.decoder.gpt2.get_output_embeddings().weight.shape[0] == 4096 > len(model.tokenizer)
+    model.save_pretrained(tmp_path)
+    assert DiffVQAModel.from_pretrained(tmp_path).decoder.gpt2.config.vocab_size == 4096
+    too_small = dataclasses.replace(config, decoder_overrides={**config.decoder_overrides, "vocab_size": 100})
+    with pytest.raises(ValueError, match="smaller than the tokenizer"):
+        DiffVQAModel(too_small)

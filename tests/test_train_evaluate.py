@@ -171,3 +171,12 @@ def test_constant_baseline_answers_the_most_frequent_training_answer_of_the_ques
     assert by_family == {"presence": "no", "level": "mild"} and overall == "no"
     with pytest.raises(ValueError, match="training rows"):
         most_frequent_answers([])
+
+
+def test_batched_evaluation_records_device_batch_size_and_speed(checkpoint, data_root, tmp_path, capsys):
+    out = tmp_path / "batched"
+    assert _evaluate(checkpoint, data_root, out, "--batch-size", "2", "--device", "cpu") == 0  # 3 rows: 2 batches
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["device"] == "cpu" and settings["batch_size"] == 2 and settings["rows"] == 3
+    assert settings["bf16"] is False and settings["cases_per_s"] > 0
+    assert "cases/s, batches of 2, cpu, fp32" in capsys.readouterr().out

@@ -155,3 +155,30 @@ def test_two_processes_agree_on_the_step_count(data_root, tmp_path):
     assert "process 0: stopped at step 4" in result.stdout and "process 1: stopped at step 4" in result.stdout
     state = json.loads((tmp_path / "ddp" / "last" / "train_state.json").read_text())["state"]
     assert state["num_processes"] == 2 and state["global_step"] == 4
+
+
+def test_validation_answers_at_the_lambda_training_reached(straight_run, data_root, monkeypatch):
+    from accelerate import Accelerator
+
+    from diffvqa_core import DiffVQAModel
+    from train import validation
+    from train.batches import open_split
+
+    output, _ = straight_run
+    last_lambda = {r["epoch"]: r["lambda"] for r in _records(output, "train")}  # each epoch's last step
+    rows = _records(output, "val")
+    assert [r["lambda"] for r in rows] == [last_lambda[r["epoch"]] for r in rows]
+    assert 1.0 > rows[0]["lambda"] > rows[1]["lambda"] > 0.5  # cosine from lambda_start 1 to lambda_end 0.5
+    seen = []
+    real = validation.answer_batch
+    monkeypatch.setattr(validation, "answer_batch",
+                        lambda model, batch, device, decoding: seen.append(decoding.lam) or real(model, batch, device,
+                                                                                                 decoding))
+    monkeypatch.setattr("diffvqa_core.metrics.score_answers", lambda references, predictions: {"CIDEr": 0.0})
+    config = small_config(data_root, output)
+    model = DiffVQAModel.from_pretrained(output / "last")
+    val_set = open_split(config.data_root, "val", question_types=config.question_types,
+                         image_size=model.config.image_size, augment=False)
+    with one_torch_thread():
+        validation.validate(Accelerator(cpu=True), model, val_set, config, lam=0.8125)
+    assert seen and set(seen) == {0.8125}

@@ -17,15 +17,21 @@ Writes into ``--out``:
 
 ``--checkpoint demo`` evaluates the bundled demo model (``assets/demo_model``). Answers are held to the benchmark's
 answer grammar (not in the paper) unless ``--no-grammar`` is given: the paper's protocol decodes freely.
+
+``--device auto`` (the default) answers on the GPU when there is one, under bf16 autocast unless ``--precision
+fp32``; batches of ``--batch-size`` pairs (default 64 on a GPU, 8 on a CPU) are answered together, every stage
+batched and greedy decoding stopping when every answer of the batch has ended. Before the model is loaded, the
+scorer is checked (``train.preflight``): a machine without Java stops in seconds, not after the answers.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -33,10 +39,14 @@ from tqdm.auto import tqdm
 
 from train.answering import Decoding, answer_batch
 from train.batches import evaluation_loader, open_split
+from diffvqa_core.devices import DEVICE_CHOICES, PRECISION_CHOICES
 from train.pair_scores import PairScores
+from train.preflight import ScorerUnavailableError, check_scorer
 
 
 PREDICTION_COLUMNS = ("row_id", "question_type", "question", "reference", "prediction")
+GPU_BATCH_SIZE = 64  # pairs answered together on a GPU: a choice, not tuned (bench / gpu-check measure it)
+CPU_BATCH_SIZE = 8
 
 
 class OtherPairReference(torch.utils.data.Dataset):
@@ -85,10 +95,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decode freely, as the paper's protocol (default: answers held to the benchmark's "
                              "answer grammar, not in the paper)")
     parser.add_argument("--lam", type=float, help="fusion weight lambda of eq. 7 (default: the model's, 0.5)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"pairs answered together (default: {GPU_BATCH_SIZE} on a GPU, {CPU_BATCH_SIZE} on a CPU)")
     parser.add_argument("--max-samples", type=int, help="score only the first N rows of the split")
-    parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU with AVX-512 bf16, GPUs)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="image-reading processes (default: 2 on a CPU, up to 8 on a GPU)")
+    parser.add_argument("--device", default="auto", metavar="|".join(DEVICE_CHOICES),
+                        help="auto (default): CUDA when PyTorch sees a GPU, else the CPU; or cuda:N")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                        help="auto (default): bf16 autocast on a GPU, fp32 on a CPU")
+    parser.add_argument("--bf16", action="store_true", help="the same as --precision bf16 (also on a CPU with "
+                        "AVX-512 bf16)")
     parser.add_argument("--swap-references", action="store_true",
                         help="control: give each question the reference film of another patient's pair (do the "
                              "answers depend on the images?); registration and mask scores are then skipped")
@@ -99,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     """Runs the evaluation from parsed flags; returns the exit status (2 with a message on a usage error)."""
     try:
         evaluate(args)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, ScorerUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -119,32 +136,42 @@ def resolve_checkpoint(name: str) -> Path:
 def evaluate(args: argparse.Namespace) -> dict:
     """Generates answers for the chosen rows, writes the three output files and returns the metrics."""
     from diffvqa_core import DiffVQAModel
+    from diffvqa_core.devices import inference_dtype, resolve_device, synchronize
     from diffvqa_core.metrics import change_agreement, score_by_question_type
+    from diffvqa_core.pipeline import inference_context
 
+    device = resolve_device(args.device)
+    dtype = inference_dtype(device, "bf16" if args.bf16 else args.precision)
+    batch_size = args.batch_size or (GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE)
+    num_workers = args.num_workers if args.num_workers is not None else (
+        min(8, os.cpu_count() or 1) if device.type == "cuda" else 2)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    check_scorer()
     checkpoint = resolve_checkpoint(args.checkpoint)
     model = DiffVQAModel.from_pretrained(checkpoint)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     dataset = open_split(args.data_root, None if args.split == "all" else args.split,
                          question_types=args.question_types,
                          image_size=model.config.image_size, augment=False)
     if args.swap_references:
         dataset = OtherPairReference(dataset)
-    loader = evaluation_loader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
-                               limit=args.max_samples)
+    loader = evaluation_loader(dataset, batch_size=batch_size, num_workers=num_workers, limit=args.max_samples)
     max_new_tokens = args.max_new_tokens or model.config.max_answer_len
     decoding = Decoding(args.num_beams, max_new_tokens, args.no_repeat_ngram_size, args.lam,
                         grammar=not args.no_grammar)
     pair_scores = PairScores() if dataset.has_ground_truth else None
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
     rows = []
-    with autocast:
+    started = time.perf_counter()
+    with inference_context(dtype, device):  # one region: under bf16 each weight is cast once, not per token
         for batch in tqdm(loader, desc=f"evaluate {args.split}", unit="batch"):
             result = answer_batch(model, batch, device, decoding)
             rows.extend(zip(batch["row_id"], batch["question_type"], batch["question"], batch["answer"],
                             result.answers))
             if pair_scores is not None:
                 pair_scores.add(batch, result)
+    synchronize(device)
+    seconds = time.perf_counter() - started
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,10 +191,14 @@ def evaluate(args: argparse.Namespace) -> dict:
     settings = {"checkpoint": str(checkpoint), "data_root": str(args.data_root), "split": args.split,
                 "question_types": args.question_types, "rows": len(rows), "num_beams": args.num_beams,
                 "no_repeat_ngram_size": args.no_repeat_ngram_size, "max_new_tokens": max_new_tokens,
-                "lam": model.config.inference_lambda if args.lam is None else args.lam, "bf16": args.bf16,
-                "swap_references": args.swap_references, "grammar": not args.no_grammar}
+                "lam": model.config.inference_lambda if args.lam is None else args.lam,
+                "bf16": dtype == torch.bfloat16, "device": str(device), "batch_size": batch_size,
+                "swap_references": args.swap_references, "grammar": not args.no_grammar,
+                "answering_seconds": round(seconds, 3), "cases_per_s": len(rows) / seconds if seconds > 0 else None}
     (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     overall = metrics["all"]
+    print(f"answered {len(rows)} rows in {seconds:.1f} s ({settings['cases_per_s']:.1f} cases/s, batches of "
+          f"{batch_size}, {device}, {'bf16' if dtype == torch.bfloat16 else 'fp32'}, image reading included)")
     print("all: " + ", ".join(f"{k} {v:.4f}" for k, v in overall.items()))
     return metrics
 

@@ -27,6 +27,8 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
 from tqdm.auto import tqdm
 
+from diffvqa_core.devices import DEVICE_CHOICES
+from diffvqa_core.weights import set_weights_dir
 from train import state_io
 from train.batches import EpochBatchSampler, open_split, question_weights, training_loader
 from train.checkpoint import (
@@ -39,6 +41,7 @@ from train.checkpoint import (
 )
 from train.config import MIXED_PRECISION, TrainConfig
 from train.optim import build_optimizer, build_scheduler
+from train.preflight import ScorerUnavailableError, check_scorer
 from train.run_log import RunLog
 from train.validation import validate
 from train.warm_start import load_matching_weights
@@ -57,29 +60,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixed-precision", choices=MIXED_PRECISION, help="overrides mixed_precision")
     parser.add_argument("--seed", type=int, help="overrides seed (initialisation, data order, augmentation): "
                                                  "repeat a row with other seeds to see run-to-run variation")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="auto (default): the GPU(s) when PyTorch sees one, else the CPU")
+    parser.add_argument("--weights-dir", metavar="DIR", help="folder of pretrained parts laid out by hub id "
+                        "(WEIGHTS_DIR/gpt2, WEIGHTS_DIR/microsoft/rad-dino, ...; see docs/reproducing.md)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs training from parsed flags; returns the exit status (2 with a message on a usage error)."""
     try:
+        set_weights_dir(args.weights_dir)
         config = TrainConfig.from_yaml(args.config)
         overrides = {"data_root": args.data_root, "output_dir": args.output, "mixed_precision": args.mixed_precision,
                      "seed": args.seed}
         config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-        fit(config, max_steps=args.max_steps, resume=args.resume)
-    except (FileNotFoundError, ValueError) as error:
+        fit(config, max_steps=args.max_steps, resume=args.resume, device=args.device)
+    except (FileNotFoundError, ValueError, ScorerUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
 
 
-def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = False) -> TrainState:
+def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = False,
+        device: str = "auto") -> TrainState:
     """Trains (or resumes) a run described by ``config``.
+
+    Before anything is built, the scorer that validation needs is checked (``train.preflight``) and, for a new
+    run, every pretrained part is located (``diffvqa_core.weights``).
 
     Args:
         config: the training config (data root and output directory included).
         max_steps: stop once the global step reaches this (None: train all epochs).
         resume: continue from ``OUTPUT/last``.
+        device: "auto" (GPUs when present), "cpu" or "cuda".
 
     Returns:
         The state the run stopped in (also in ``OUTPUT/last/train_state.json``).
@@ -87,11 +100,17 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
     Raises:
         FileNotFoundError: wrong data root, or ``resume`` without a checkpoint.
         ValueError: config errors, empty splits, a checkpoint of another architecture.
+        ScorerUnavailableError: Java or a writable pycocoevalcap is missing (said in seconds, not after an epoch).
+        diffvqa_core.weights.WeightsNotFoundError: a pretrained part is not on this machine.
     """
     from diffvqa_core import DiffVQAModel
+    from diffvqa_core.devices import resolve_device
+    from diffvqa_core.tokenizer import tokenizer_for
+    from diffvqa_core.weights import pretrained_sources
 
+    check_scorer()
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
+        cpu=resolve_device(device).type == "cpu",
         mixed_precision=config.mixed_precision,
         # Stage 1 leaves phi without gradients and the ablations switch losses (hence heads) off.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
@@ -100,6 +119,9 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
     output = Path(config.output_dir)
     set_seed(config.seed)
     model_config = config.model_config()
+    sources = [] if resume else pretrained_sources(model_config)  # every missing part named, before any work
+    for source in sources:
+        say(f"pretrained {source.describe()}")
     train_set = open_split(config.data_root, "train", question_types=config.question_types,
                            image_size=model_config.image_size, augment=config.augment, seed=config.seed)
     val_set = open_split(config.data_root, "val", question_types=config.question_types,
@@ -112,7 +134,7 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
         state = read_train_state(last)
         check_same_data_order(last, config, state, accelerator.num_processes)
     else:
-        model = DiffVQAModel(model_config)
+        model = DiffVQAModel(model_config, tokenizer_for(model_config))
         state = TrainState(num_processes=accelerator.num_processes)
         if config.init_weights:
             report = load_matching_weights(model, config.init_weights)
@@ -213,10 +235,11 @@ def train_step(accelerator: Accelerator, model, unwrapped, optimizer, batch, lam
 
 
 def end_epoch(accelerator: Accelerator, model, val_set, state: TrainState, config: TrainConfig, log: RunLog) -> None:
-    """Validates, keeps OUTPUT/best when CIDEr improved, and moves the state to the next epoch."""
-    scores = validate(accelerator, model, val_set, config)
-    log.log("val", state.global_step, {"epoch": state.epoch, **scores})
-    accelerator.print(f"epoch {state.epoch + 1}/{config.total_epochs}: validation "
+    """Validates at the training's current lambda, keeps OUTPUT/best when CIDEr improved, and moves the state to
+    the next epoch."""
+    scores = validate(accelerator, model, val_set, config, lam=state.lam)
+    log.log("val", state.global_step, {"epoch": state.epoch, "lambda": state.lam, **scores})
+    accelerator.print(f"epoch {state.epoch + 1}/{config.total_epochs}: validation at lambda {state.lam:.3f}: "
                       + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     if state.best_cider is None or scores["CIDEr"] > state.best_cider:

@@ -3,6 +3,14 @@
 The paper selects its checkpoint by validation CIDEr (sec. 4.1). Every process answers its share of the
 split; the main process scores all answers with ``diffvqa_core.metrics.score_answers`` (PTBTokenizer,
 corpus-level BLEU / METEOR / ROUGE-L / CIDEr keyed by row id) and shares the scores with the others.
+
+Validation answers at the fusion weight lambda (eq. 7) the training has reached, the lambda of the epoch's last
+step, not at the model's inference lambda: the scores then describe the model as it is being trained (lambda is
+about 0.98 after the first of the paper's 8 epochs; a model trained at M ~ U and read at lambda 0.5 scores a
+mixture it has not learned yet, and the best-CIDEr choice would rank epochs on it). The cosine schedule ends at
+lambda_end, the paper preset's inference lambda (0.5): the last epoch is validated within one step of the lambda
+the test split is answered with (0.5000 to four decimals at the paper's schedule). The answers stop at the
+model's ``max_answer_len``, the longest training answer.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ from train.batches import evaluation_loader
 from train.config import TrainConfig
 
 
-def validate(accelerator: Accelerator, model, dataset, config: TrainConfig) -> dict[str, float]:
+def validate(accelerator: Accelerator, model, dataset, config: TrainConfig, *, lam: float | None = None
+             ) -> dict[str, float]:
     """Answers the validation split (or its first ``val_max_batches`` batches per process) and scores it.
 
     Args:
@@ -24,6 +33,7 @@ def validate(accelerator: Accelerator, model, dataset, config: TrainConfig) -> d
         model: the unwrapped DiffVQAModel; left in train mode afterwards.
         dataset: the validation DiffVQADataset.
         config: decoding settings and batch size.
+        lam: fusion weight of eq. 7: the training's current lambda (None: the model's inference_lambda).
 
     Returns:
         The official scores (Bleu_1..4, METEOR, ROUGE_L, CIDEr), identical on every process.
@@ -34,7 +44,7 @@ def validate(accelerator: Accelerator, model, dataset, config: TrainConfig) -> d
         world_size=accelerator.num_processes, num_workers=config.num_workers, limit=limit,
     )
     max_new_tokens = config.eval_max_new_tokens or model.config.max_answer_len
-    decoding = Decoding(config.eval_num_beams, max_new_tokens, config.eval_no_repeat_ngram_size,
+    decoding = Decoding(config.eval_num_beams, max_new_tokens, config.eval_no_repeat_ngram_size, lam,
                         grammar=config.eval_grammar)
     rows = []
     model.eval()
