@@ -191,11 +191,13 @@ def resolve_tokenizer(name: str) -> PartSource:
 
 
 def tokenizer_name(config: DiffVQAConfig) -> str | None:
-    """The tokenizer a config asks for: ``tokenizer`` if set, else the decoder's own folder when the decoder is
-    pretrained (a pretrained GPT-2 needs its own tokenizer), else None (the local BPE)."""
-    if config.tokenizer:
-        return config.tokenizer
-    return config.decoder if config.decoder_pretrained else None
+    """The tokenizer a config asks for. A pretrained decoder needs its own tokenizer: left unset or at its default
+    (``gpt2``) while the decoder is named elsewhere (``decoder: /models/gpt2``), it is the decoder's own folder;
+    a random decoder takes ``tokenizer`` as set (None: the local BPE)."""
+    default = DiffVQAConfig.__dataclass_fields__["tokenizer"].default
+    if config.decoder_pretrained and (not config.tokenizer or config.tokenizer == default != config.decoder):
+        return config.decoder
+    return config.tokenizer
 
 
 def timm_hub_id(model_name: str) -> str | None:

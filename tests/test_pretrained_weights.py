@@ -137,12 +137,16 @@ def test_paper_architecture_builds_offline_from_the_hub_cache(parts, tmp_path, m
     assert_loaded(DiffVQAModel(config, tokenizer_for(config)), parts)
 
 
-def test_the_tokenizer_defaults_to_the_decoders_own_folder(parts, monkeypatch):
+@pytest.mark.parametrize("tokenizer", [None, "gpt2"])  # unset, or left at the preset's default
+def test_the_tokenizer_defaults_to_the_decoders_own_folder(parts, monkeypatch, tmp_path, tokenizer):
     monkeypatch.delenv(WEIGHTS_DIR_ENV, raising=False)
-    config = paper_config(decoder=str(parts["root"] / GPT2_ID), tokenizer=None)
-    tokenizer = tokenizer_for(config)
-    assert tokenizer.vocab_size == parts["tokenizer"].vocab_size
-    assert tokenizer("is there any pleural effusion?")["input_ids"] == \
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = paper_config(decoder=str(parts["root"] / GPT2_ID), tokenizer=tokenizer)
+    built = tokenizer_for(config)
+    assert built.vocab_size == parts["tokenizer"].vocab_size
+    assert built("is there any pleural effusion?")["input_ids"] == \
         parts["tokenizer"]("is there any pleural effusion?")["input_ids"]
 
 
