@@ -2,6 +2,7 @@
 
     python app.py [--checkpoint DIR] [--db URL] [--examples DIR] [--host 127.0.0.1] [--port 7860] [--auth FILE]
                   [--no-preload] [--device auto|cpu|cuda] [--precision auto|bf16|fp32]
+                  [--worklist DIR [--split test] [--question-type difference] [--limit N]]
 
 This file only lays out the Gradio UI and wires its events; the logic lives in ``review_app`` (handlers,
 service, rendering), the model in ``diffvqa_core`` and the database in ``feedback_db``. ``build_demo`` can be
@@ -41,6 +42,7 @@ from review_app.handlers import (  # noqa: E402
 from review_app.questions import OTHER, question_choices  # noqa: E402
 from review_app.rendering import colour_bar_html  # noqa: E402
 from review_app.service import ReviewService  # noqa: E402
+from review_app.worklist import NEXT_JS, TRUTH_HIDDEN, WORKLIST_SCREEN, Worklist, WorklistHandlers  # noqa: E402
 
 log = logging.getLogger("diffvqa.app")
 QUESTION_TYPE_CHOICES = [*QUESTION_TYPES, OTHER]
@@ -63,7 +65,8 @@ LAMBDA_INFO = ("M = λU + (1−λ)F. 1 = only the prior U, 0 = only the adaptive
 
 def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | None = None, *,
                examples: Sequence[ExamplePair] | None = None, overlays: OverlayCache | None = None,
-               synthetic_examples: bool = True, preload: ExamplePair | None = None) -> gr.Blocks:
+               synthetic_examples: bool = True, preload: ExamplePair | None = None,
+               worklist: Worklist | None = None) -> gr.Blocks:
     """Lay out the review app over a pipeline and a feedback store.
 
     Args:
@@ -74,6 +77,8 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
         overlays: where review pictures are kept (default: the per-user cache of the database).
         synthetic_examples: also offer a few generated synthetic pairs.
         preload: a pair analysed now and shown on every page as it opens (None: pages open empty).
+        worklist: cases to review in order (``--worklist``): Previous / Next, progress per reviewer, the
+            ground truth shown once the verdict is saved; a page opens on its reviewer's next case.
 
     Returns:
         The Blocks app, not launched (see ``review_app.launch.serve``).
@@ -84,12 +89,19 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
     if examples is None:
         examples = load_examples(examples_dir, synthetic=synthetic_examples)
     h = Handlers(ReviewService(pipeline, store, overlays), examples)
+    wl = WorklistHandlers(h, worklist) if worklist is not None else None
     ui: dict[str, Any] = {}
     with gr.Blocks(title="DiffVQA review", analytics_enabled=False, fill_width=True) as demo:
         gr.HTML(h.banner_html(), elem_id="banner")
         with gr.Tab("Review", id="review"):
             with gr.Row(equal_height=False, elem_id="review-row"):
                 with gr.Column(scale=1, min_width=290, elem_id="inputs"):
+                    if wl is not None:
+                        with gr.Group(elem_id="worklist"):
+                            ui["progress"] = gr.Markdown(wl.progress_text(None, ""), elem_id="worklist-progress")
+                            with gr.Row():
+                                previous = gr.Button("◀ Previous", elem_id="worklist-previous", size="sm")
+                                next_case = gr.Button("Next ▶", variant="primary", elem_id="worklist-next", size="sm")
                     ui["example"] = gr.Dropdown([p.name for p in examples], value=None, label="Example pair",
                                                 elem_id="example", info="or upload two films below")
                     ui["main_file"] = gr.File(label="Main image (current visit): PNG, JPEG or DICOM",
@@ -103,6 +115,9 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
                     ui["status"] = gr.Markdown("Choose both films: the **main** (current) and the **reference** "
                                                "(prior) visit.", elem_id="analysis-status")
                     ui["answer"] = gr.Textbox(label="Answer", lines=2, interactive=False, elem_id="answer")
+                    if wl is not None:
+                        ui["truth"] = gr.Textbox(label="Ground truth (benchmark)", lines=2, interactive=False,
+                                                 placeholder=TRUTH_HIDDEN, elem_id="truth")
                     ui["attribution"] = gr.Markdown("", elem_id="attribution")
                     ui["theta"] = gr.Textbox(label="Registration (main onto reference)", interactive=False,
                                              elem_id="theta")
@@ -159,7 +174,8 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
                                            min_width=180, interactive=False)
                     ui["review_status"] = gr.Markdown("", elem_id="review-status")
                 gr.Markdown("Shortcuts: **Alt+1** agree · **Alt+2** partly · **Alt+3** disagree · **Alt+S** save · "
-                            "**Alt+A** analyse · **Enter** in the λ box applies it", elem_id="shortcuts")
+                            "**Alt+A** analyse · **Enter** in the λ box applies it"
+                            + (" · **Alt+N** next case · **Alt+P** previous case" if wl else ""), elem_id="shortcuts")
         with gr.Tab("Disagreements", id="disagreements") as disagreements_tab:
             with gr.Row():
                 f_type = gr.Dropdown(QUESTION_TYPE_CHOICES, value=None, label="Question type", elem_id="f-type")
@@ -221,9 +237,9 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
         gr.on([mask.change, opacity.release, center.release, width.release], h.redraw_on_screen,
               [analysis_id, *files, lam, *display], [*images, status], api_visibility="private",
               show_progress="hidden")
-        ui["save"].click(h.save_on_screen, [analysis_id, *review_form, lam, *display], [ui["review_status"], review_id],
-                         api_visibility="private", concurrency_limit=8).then(
-            None, [review_id], None, js=REVIEW_SAVED_JS)
+        saving = ui["save"].click(h.save_on_screen, [analysis_id, *review_form, lam, *display],
+                                  [ui["review_status"], review_id], api_visibility="private", concurrency_limit=8)
+        saving.then(None, [review_id], None, js=REVIEW_SAVED_JS)
         reviewer.change(h.remember_reviewer, reviewer, reviewer_memory, api_visibility="private",
                        trigger_mode="always_last", show_progress="hidden")
 
@@ -242,7 +258,26 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
         table.select(h.toggle_selected, [selected, table], [selected, table, picture, details],
                      api_visibility="private")
         export.click(h.export, [*filters, selected], export_file, api_name="export_disagreements")
-        demo.load(h.reviewer_on_load, [reviewer_memory], reviewer, api_visibility="private")
+        opening = demo.load(h.reviewer_on_load, [reviewer_memory], reviewer, api_visibility="private")
+        if wl is not None:  # the worklist: Previous / Next, the truth after the verdict, /next_case
+            position = gr.State(-1)
+            case_outputs = [position, ui["progress"], ui["truth"], *(ui[name] for name in (*EXAMPLE, *SCREEN, *REVIEW))]
+            assert len(case_outputs) == len(WORKLIST_SCREEN) + len(EXAMPLE) + len(SCREEN) + len(REVIEW)
+            for button, step in ((next_case, wl.next_on_screen), (previous, wl.previous_on_screen)):
+                button.click(step, [position, reviewer, lam, *display], case_outputs, api_visibility="private",
+                             concurrency_id="model", cancels=pending)
+            opening.then(wl.resume_on_load, [reviewer, lam, *display], case_outputs, api_visibility="private",
+                         concurrency_id="model")
+            saving.then(wl.reveal_truth, [position, review_id, reviewer], [ui["truth"], ui["progress"]],
+                        api_visibility="private")
+            gr.on([ui["main_file"].upload, ui["main_file"].clear, ui["ref_file"].upload, ui["ref_file"].clear,
+                   ui["question"].input, ui["example"].input], wl.truth_cleared, None, ui["truth"],
+                  api_visibility="private", show_progress="hidden")
+            after, api_next = gr.Number(visible=False, precision=0), gr.Button(visible=False)
+            api_next.click(wl.next_case, [reviewer, after, lam], [after, ui["progress"], ui["question"], ui["answer"],
+                                                                  ui["theta"], analysis_id, status],
+                           api_name="next_case", concurrency_id="model")
+            demo.load(None, js=NEXT_JS)
         if preload is not None:
             h.preload(preload, question_choices()[0])
             demo.load(h.preloaded, None, [ui[name] for name in (*EXAMPLE, *SCREEN, *REVIEW)],
@@ -302,6 +337,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="where the model runs (default auto: CUDA when PyTorch sees a GPU, else the CPU)")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                         help="auto (default): bf16 autocast on a GPU, fp32 on a CPU")
+    parser.add_argument("--worklist", metavar="DIR", help="review the cases of a benchmark folder (Medical-Diff-VQA "
+                        "layout or python -m train synth's) in order, each reviewer from where they left off")
+    parser.add_argument("--split", default="test", help="with --worklist: the split to review (default test; all)")
+    parser.add_argument("--question-type", default="difference",
+                        help="with --worklist: the question family to review (default difference; all)")
+    parser.add_argument("--limit", type=int, metavar="N", help="with --worklist: only its first N cases")
     return parser.parse_args(argv)
 
 
@@ -322,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         placement = device_placement(args.device, args.precision)
         auth = load_auth(args.auth) if args.auth else None
         examples = load_examples(args.examples, synthetic=not args.no_synthetic_examples)
+        worklist = (Worklist.from_folder(args.worklist, args.split, args.question_type, args.limit)
+                    if args.worklist else None)
         store = FeedbackStore(args.db)
         pipeline = load_pipeline(args.checkpoint, **placement)
     except (OSError, ValueError) as exc:
@@ -329,13 +372,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"feedback database: {store.display_url}", flush=True)
     try:
-        demo = build_demo(pipeline, store, examples=examples,
-                          preload=None if args.no_preload else preload_pair(examples))
+        demo = build_demo(pipeline, store, examples=examples, worklist=worklist,
+                          preload=None if args.no_preload or worklist else preload_pair(examples))
     except gr.Error as exc:
         print(f"error: the example to open on could not be analysed: {exc.message}", file=sys.stderr)
         return 2
     _, url, _ = serve(demo, host=args.host, port=args.port, auth=auth, examples=examples,
-                      prevent_thread_lock=True, quiet=True)
+                      folders=worklist.folders if worklist else (), prevent_thread_lock=True, quiet=True)
     print(f"DiffVQA review app on {url}  (Ctrl+C to stop)", flush=True)
     demo.block_thread()
     return 0

@@ -43,8 +43,11 @@ def launch_settings() -> dict[str, Any]:
 
 def serve(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860,
           auth: Callable[[str, str], bool] | None = None, examples: Iterable[ExamplePair] = (),
-          prevent_thread_lock: bool = False, quiet: bool = False) -> tuple[Any, str, str]:
+          folders: Iterable[str] = (), prevent_thread_lock: bool = False,
+          quiet: bool = False) -> tuple[Any, str, str]:
     """Queue and launch ``demo`` with the app's safety settings; returns Gradio's (app, local url, share url).
+
+    The app may serve files from the examples' folders and from ``folders`` (a worklist's benchmark folder).
 
     Warns on the console when the app is reachable from other machines without a login.
     """
@@ -57,7 +60,7 @@ def serve(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860,
     return demo.launch(
         server_name=host, server_port=port, share=False, auth=auth,
         auth_message="DiffVQA review: sign in with your reviewer account." if auth else None,
-        show_error=True, max_file_size=MAX_UPLOAD, allowed_paths=example_folders(examples),
+        show_error=True, max_file_size=MAX_UPLOAD, allowed_paths=sorted({*example_folders(examples), *folders}),
         footer_links=["api"], prevent_thread_lock=prevent_thread_lock, quiet=quiet, ssr_mode=False,
         enable_monitoring=False, pwa=False, mcp_server=False, **launch_settings(),
     )
