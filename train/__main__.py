@@ -21,6 +21,7 @@ COMMANDS = {
     "export": ("train.export", "copy a checkpoint for shipping, weights stored in float16"),
     "results-table": ("train.results_table", "markdown results table from `evaluate` outputs"),
     "probe-changes": ("train.probe_changes", "linear probe: how much 'what changed' a model's features carry"),
+    "corrections": ("train.corrections", "the review store's corrections as a benchmark folder to fine-tune on"),
     "gpu-check": ("train.gpu_check", "the paper's path on one GPU in minutes: speeds, memory, the full run's time"),
 }
 

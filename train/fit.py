@@ -51,7 +51,7 @@ CHANGE_TARGETS = ("change_mask", "finding_labels", "pair_labels")  # what the ch
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the flags of ``python -m train fit``."""
-    parser.add_argument("--config", required=True, help="YAML training config (see train/configs/)")
+    parser.add_argument("--config", help="YAML training config (see train/configs/); optional with --init-from")
     parser.add_argument("--data-root", help="benchmark directory (overrides data_root of the config)")
     parser.add_argument("--output", help="run directory (overrides output_dir of the config)")
     parser.add_argument("--max-steps", type=int, help="stop after this global step (schedules still span "
@@ -64,10 +64,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto (default): the GPU(s) when PyTorch sees one, else the CPU")
     parser.add_argument("--weights-dir", metavar="DIR", help="folder of pretrained parts laid out by hub id "
                         "(WEIGHTS_DIR/gpt2, WEIGHTS_DIR/microsoft/rad-dino, ...; see docs/reproducing.md)")
+    from train import finetune
+
+    finetune.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs training from parsed flags; returns the exit status (2 with a message on a usage error)."""
+    if getattr(args, "init_from", None):
+        from train import finetune
+
+        return finetune.run(args)
+    if not args.config:
+        print("error: fit needs --config (or --init-from CHECKPOINT to fine-tune a trained model)", file=sys.stderr)
+        return 2
     try:
         set_weights_dir(args.weights_dir)
         config = TrainConfig.from_yaml(args.config)
@@ -82,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = False,
-        device: str = "auto") -> TrainState:
+        device: str = "auto", model=None, train_set=None, val_set=None) -> TrainState:
     """Trains (or resumes) a run described by ``config``.
 
     Before anything is built, the scorer that validation needs is checked (``train.preflight``) and, for a new
@@ -93,6 +103,8 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
         max_steps: stop once the global step reaches this (None: train all epochs).
         resume: continue from ``OUTPUT/last``.
         device: "auto" (GPUs when present), "cpu" or "cuda".
+        model: start from this model instead of building one (a fine-tune, ``train.finetune``; not on resume).
+        train_set, val_set: use these instead of opening the splits of ``config.data_root``.
 
     Returns:
         The state the run stopped in (also in ``OUTPUT/last/train_state.json``).
@@ -119,13 +131,16 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
     output = Path(config.output_dir)
     set_seed(config.seed)
     model_config = config.model_config()
-    sources = [] if resume else pretrained_sources(model_config)  # every missing part named, before any work
+    # Every missing pretrained part named, before any work (a given model has its weights already).
+    sources = [] if resume or model is not None else pretrained_sources(model_config)
     for source in sources:
         say(f"pretrained {source.describe()}")
-    train_set = open_split(config.data_root, "train", question_types=config.question_types,
-                           image_size=model_config.image_size, augment=config.augment, seed=config.seed)
-    val_set = open_split(config.data_root, "val", question_types=config.question_types,
-                         image_size=model_config.image_size, augment=False)
+    if train_set is None:
+        train_set = open_split(config.data_root, "train", question_types=config.question_types,
+                               image_size=model_config.image_size, augment=config.augment, seed=config.seed)
+    if val_set is None:
+        val_set = open_split(config.data_root, "val", question_types=config.question_types,
+                             image_size=model_config.image_size, augment=False)
 
     if resume:
         last = resume_directory(output / "last")
@@ -133,6 +148,8 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
         check_same_architecture(model.config.to_dict(), model_config.to_dict(), last)
         state = read_train_state(last)
         check_same_data_order(last, config, state, accelerator.num_processes)
+    elif model is not None:
+        state = TrainState(num_processes=accelerator.num_processes)
     else:
         model = DiffVQAModel(model_config, tokenizer_for(model_config))
         state = TrainState(num_processes=accelerator.num_processes)
