@@ -42,6 +42,7 @@ from review_app.handlers import (  # noqa: E402
 from review_app.questions import OTHER, question_choices  # noqa: E402
 from review_app.rendering import colour_bar_html  # noqa: E402
 from review_app.service import ReviewService  # noqa: E402
+from review_app.subtraction import SUBTRACTION_NOTE, subtraction_bar_html  # noqa: E402
 from review_app.worklist import NEXT_JS, TRUTH_HIDDEN, WORKLIST_SCREEN, Worklist, WorklistHandlers  # noqa: E402
 
 log = logging.getLogger("diffvqa.app")
@@ -145,6 +146,12 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
                                     label=title, format="png", interactive=False, height=340,
                                     elem_id=f"mask-{name.lower()}", elem_classes="mask", buttons=["fullscreen"])
                                 gr.Markdown(MASK_NOTES[name], elem_classes="mask-note")
+                        with gr.Column(min_width=260, elem_id="subtraction-panel"):
+                            ui["subtraction"] = gr.Image(
+                                label="Subtraction · registered main − reference", format="png", interactive=False,
+                                height=340, elem_id="subtraction", elem_classes="mask", buttons=["fullscreen"])
+                            gr.HTML(subtraction_bar_html(), elem_id="subtraction-scale")
+                            gr.Markdown(SUBTRACTION_NOTE, elem_classes="mask-note")
                     with gr.Row(elem_id="mask-scale-row"):
                         with gr.Column(scale=2, min_width=300):
                             gr.HTML(colour_bar_html(), label="Colour scale of U, F and M", elem_id="mask-scale")

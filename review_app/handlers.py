@@ -46,11 +46,11 @@ TABLE_WIDTHS = ["72px", "64px", "112px", "110px", "15%", "14%", "14%", "84px", "
 SELECTED_STYLE = "background-color: #075985; color: #ffffff; font-weight: 600;"
 
 SCREEN = ("answer", "theta", "analysis_id", "ref_view", "main_view", "registered", "mask_u", "mask_f", "mask_m",
-          "status")
+          "subtraction", "status")
 """The analysis on screen, in the order screen handlers return it."""
 REVIEW = ("verdict", "rating", "corrected", "comment", "review_target", "review_status", "save")
 """The review form, in the order screen handlers return it after :data:`SCREEN`."""
-IMAGES = ("ref_view", "main_view", "registered", "mask_u", "mask_f", "mask_m")
+IMAGES = ("ref_view", "main_view", "registered", "mask_u", "mask_f", "mask_m", "subtraction")
 """The pictures a display change redraws (then the status line)."""
 EXAMPLE = ("main_file", "ref_file", "question", "example", "attribution")
 """What picking an example (or preloading one) sets, before :data:`SCREEN` and :data:`REVIEW`."""
@@ -76,10 +76,10 @@ def _image_outputs(result_views: Any) -> tuple[np.ndarray, np.ndarray, tuple[np.
 
 
 def _screen_images(views: Any) -> tuple[Any, ...]:
-    """ref_view, main_view, registered slider, mask_u, mask_f, mask_m from rendered views."""
+    """ref_view, main_view, registered slider, mask_u, mask_f, mask_m, subtraction from rendered views."""
     tiles = views.mask_tiles
     return (views.reference, views.main, (views.registered, views.reference_plain), tiles.get("U"), tiles.get("F"),
-            tiles.get("M"))
+            tiles.get("M"), views.subtraction)
 
 
 def _message(exc: BaseException) -> str:
@@ -142,7 +142,7 @@ class Handlers:
                 status = "Press **Analyse** (Alt+A) for an answer about this pair."
             else:
                 status = "Choose both films: the **main** (current) and the **reference** (prior) visit."
-        return ("", "", None, ref_view, main_view, None, None, None, None, status)
+        return ("", "", None, ref_view, main_view, None, None, None, None, None, status)
 
     @staticmethod
     def _blank_review(target: str = _NOTHING_TO_REVIEW, enabled: bool = False, review_status: str = "") -> tuple:

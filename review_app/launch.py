@@ -15,6 +15,14 @@ from review_app.examples import ExamplePair
 log = logging.getLogger("diffvqa.app")
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MAX_UPLOAD = "50mb"
+APP_CSS = """
+/* Issue 17: the subtraction panel keeps a mask panel's width when it wraps under U, F, M on narrower screens. */
+#subtraction-panel { max-width: calc((100% - 24px) / 3); }
+#subtraction-scale { margin-top: 2px; }
+#worklist-progress p { margin: 2px 0; font-size: 14px; }
+#truth textarea { font-size: 16px !important; }
+"""
+"""Styles of the features added after assets/review.css (appended to it)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -35,7 +43,7 @@ def example_folders(examples: Iterable[ExamplePair]) -> list[str]:
 def launch_settings() -> dict[str, Any]:
     """CSS, JS (keyboard shortcuts, dark reading-room theme) and theme for ``Blocks.launch``."""
     return {
-        "css": (ASSETS / "review.css").read_text(encoding="utf-8"),
+        "css": (ASSETS / "review.css").read_text(encoding="utf-8") + APP_CSS,
         "js": (ASSETS / "review.js").read_text(encoding="utf-8"),
         "theme": gr.themes.Base(primary_hue="sky", neutral_hue="slate"),
     }

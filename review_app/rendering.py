@@ -58,6 +58,8 @@ class Views:
     mask_strip: np.ndarray
     mask_tiles: dict[str, np.ndarray] = field(default_factory=dict)
     """``{"U", "F", "M"}`` panels: each mask on the registered main film, colours on the shared 0-1 scale."""
+    subtraction: np.ndarray | None = None
+    """Temporal subtraction, registered main minus reference (:mod:`review_app.subtraction`), captioned."""
 
 
 def invert_theta(theta: np.ndarray) -> np.ndarray:
@@ -67,16 +69,18 @@ def invert_theta(theta: np.ndarray) -> np.ndarray:
     return np.concatenate([inverse, -inverse @ theta[:, 2:]], axis=1)
 
 
-def warp_normalised(image: np.ndarray, theta: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
+def warp_normalised(image: np.ndarray, theta: np.ndarray, out_shape: tuple[int, int],
+                    border: Literal["replicate", "constant"] = "replicate") -> np.ndarray:
     """Sample ``image`` at ``theta @ [u, v, 1]`` for every output pixel, like ``affine_grid`` + ``grid_sample``.
 
     Args:
         image: (h, w) float array.
         theta: (2, 3) affine in normalised coordinates ([-1, 1] spans each image, pixel centres).
         out_shape: (H, W) of the result.
+        border: "replicate" (the model's ``padding_mode="border"``) or "constant" (0 outside the image).
 
     Returns:
-        (H, W) float32, bilinear, border values replicated (the model's ``padding_mode="border"``).
+        (H, W) float32, bilinear.
     """
     height, width = out_shape
     src_h, src_w = image.shape[:2]
@@ -89,7 +93,8 @@ def warp_normalised(image: np.ndarray, theta: np.ndarray, out_shape: tuple[int, 
     map_x = ((src_u + 1.0) * src_w - 1.0) / 2.0
     map_y = ((src_v + 1.0) * src_h - 1.0) / 2.0
     return cv2.remap(np.asarray(image, dtype=np.float32), map_x.astype(np.float32), map_y.astype(np.float32),
-                     interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                     interpolation=cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT)
 
 
 def fit_for_display(gray: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
@@ -159,6 +164,8 @@ def render_views(main: np.ndarray, ref: np.ndarray, theta: np.ndarray, masks: di
     Returns:
         :class:`Views`, RGB uint8.
     """
+    from review_app.subtraction import subtraction_panel
+
     theta = np.asarray(theta, dtype=np.float64)
     ref = fit_for_display(ref)
     main = fit_for_display(main)
@@ -180,7 +187,8 @@ def render_views(main: np.ndarray, ref: np.ndarray, theta: np.ndarray, masks: di
     return Views(reference=reference, main=main_view,
                  registered=caption(gray_rgb(registered_u8), "registered main", corner="left"),
                  reference_plain=caption(gray_rgb(ref_u8), "reference", corner="right"),
-                 mask_strip=side_by_side([tiles[k] for k in ("U", "F", "M")], labels, gap=6), mask_tiles=tiles)
+                 mask_strip=side_by_side([tiles[k] for k in ("U", "F", "M")], labels, gap=6), mask_tiles=tiles,
+                 subtraction=subtraction_panel(main, ref, theta, display.center, display.width))
 
 
 def mask_tiles(film_u8: np.ndarray, masks: dict[str, np.ndarray], side: int = MASK_TILE_SIDE) -> dict[str, np.ndarray]:
@@ -242,10 +250,15 @@ def caption(rgb: np.ndarray, text: str, corner: Literal["left", "right"] = "left
 
 
 def review_png(views: Views, mask: str, lam: float) -> bytes:
-    """The picture stored with a review: reference | main, each with the overlay the reviewer saw, as PNG."""
+    """The picture stored with a review (and exported): reference | main, each with the overlay the reviewer saw,
+    then the temporal subtraction in the same window, as PNG."""
     label = MASK_LABELS.get(mask, "no overlay")
-    picture = side_by_side([views.reference, views.main],
-                           [f"reference (prior) + {label}", f"main (current) + {label}, lambda {lam:.2f}"])
+    panels = [views.reference, views.main]
+    labels = [f"reference (prior) + {label}", f"main (current) + {label}, lambda {lam:.2f}"]
+    if views.subtraction is not None:
+        panels.append(views.subtraction)
+        labels.append("subtraction: registered main - reference")
+    picture = side_by_side(panels, labels)
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
