@@ -11,8 +11,9 @@ What it takes from the checkpoint and what it changes:
 
 * The architecture and the weights: the model is the checkpoint (``DiffVQAModel.from_pretrained``; ``demo`` is
   the bundled model), so no pretrained part is fetched. Its config is recorded whole under ``model:``.
-* The training settings of the run that made it (``train_state.json``, when the checkpoint has one; the
-  defaults of ``TrainConfig`` otherwise), then the fine-tune's own: one stage with everything trainable
+* The training settings of the run that made it (``train_state.json``, when the checkpoint has one; for the
+  bundled demo model, which has none, its recipe ``train/configs/demo.yaml``; the defaults of ``TrainConfig``
+  otherwise), then the fine-tune's own: one stage with everything trainable
   (``epochs_stage1: 0``), a tenth of the learning rate, no family weighting, and lambda (eq. 7) held at the
   checkpoint's ``lambda_end`` (the model finished training there; restarting the schedule at 1 would retrain it
   on the prior alone). A ``--config`` YAML overrides any of these except ``model``.
@@ -48,6 +49,8 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "warmup_ratio": 0.1, "save_every_steps": 10**9,
 }
 LEARNING_RATE_FACTOR = 0.1
+DEMO_RECIPE = Path(__file__).resolve().parent / "configs" / "demo.yaml"  # the bundled model has no train state
+RUN_SPECIFIC = ("model", "model_preset", "data_root", "init_weights", "output_dir")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,6 +129,8 @@ def finetune_config(checkpoint: Path, model, args: argparse.Namespace) -> TrainC
     base: dict[str, Any] = {}
     if (checkpoint / TRAIN_STATE).is_file():
         base = json.loads((checkpoint / TRAIN_STATE).read_text(encoding="utf-8")).get("train_config", {})
+    elif checkpoint.resolve() == _demo_checkpoint().resolve() and DEMO_RECIPE.is_file():
+        base = {k: v for k, v in _read_settings(DEMO_RECIPE).items() if k not in RUN_SPECIFIC}  # its recipe
     base_config = TrainConfig.from_dict(base, source=str(checkpoint / TRAIN_STATE))
     settings = {**base_config.to_dict(), **FINETUNE_DEFAULTS,
                 "learning_rate": base_config.learning_rate * LEARNING_RATE_FACTOR,
@@ -144,6 +149,12 @@ def finetune_config(checkpoint: Path, model, args: argparse.Namespace) -> TrainC
     settings["model"] = model.config.to_dict()
     settings["epochs_stage2"] = args.validations
     return TrainConfig.from_dict(settings, source="fine-tune settings")
+
+
+def _demo_checkpoint() -> Path:
+    from diffvqa_core.pipeline import DEMO_CHECKPOINT
+
+    return DEMO_CHECKPOINT
 
 
 def open_sets(config: TrainConfig, args: argparse.Namespace):
