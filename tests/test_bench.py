@@ -46,7 +46,9 @@ def test_every_stage_has_flops_time_floor_and_finite_ratio(bench, mode):
     assert set(table["stages"]) == set(STAGES)
     for name, row in table["stages"].items():
         assert row["gflop"] >= 0 and row["time_ms"] > 0, name
-        if name != "fusion":  # M = lambda U + (1 - lambda) F: a few elementwise FLOPs, below counting
+        # fusion: M = lambda U + (1 - lambda) F, a few elementwise FLOPs, below counting; change_encoder (not in
+        # the paper) does no work in a preset without one, as this random-init tiny model is
+        if name != "fusion" and not (name == "change_encoder" and row["gflop"] == 0):
             assert math.isfinite(row["time_over_floor"]) and row["time_over_floor"] > 0, name
     for name in ("prior", "image_encoder_unmasked", "image_encoder_masked", "decoder_prefill", "decode_token"):
         assert table["stages"][name]["gflop"] > 0, name
