@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -154,3 +155,21 @@ def test_pretrain_change_writes_an_encoder_the_model_loads(tmp_path):
     model = build_tiny_model(**{**CHANGE_MODEL, "change_encoder_shape": {}, "change_encoder_weights": str(out)})
     assert torch.equal(model.change_encoder.queries, encoder.queries)
     assert tuple(model.config.change_encoder_shape["widths"]) == (8, 16, 16, 32)
+
+
+def test_a_run_whose_encoder_shape_comes_from_its_weights_matches_its_own_checkpoint(tmp_path):
+    """`fit --resume` compares the checkpoint's model config with the run's: the run leaves the encoder's shape to
+    change_encoder_weights, the built model records it, and the two must still be the same architecture."""
+    from train.checkpoint import check_same_architecture
+    from train.fit import resolved_architecture
+    from train.pretrain_change import save
+
+    save(ChangeEncoder(SMALL), tmp_path / "change")
+    config = dataclasses.replace(DiffVQAConfig.from_preset("tiny"), **{
+        **CHANGE_MODEL, "change_encoder_shape": {}, "change_encoder_weights": str(tmp_path / "change")})
+    built = DiffVQAModel(config, None)
+    check_same_architecture(built.config.to_dict(), resolved_architecture(config), tmp_path)
+    other = dataclasses.replace(config, change_encoder_weights=None, change_encoder_shape={**CHANGE_MODEL[
+        "change_encoder_shape"], "token_width": 16})
+    with pytest.raises(ValueError, match="change_encoder_shape"):
+        check_same_architecture(built.config.to_dict(), resolved_architecture(other), tmp_path)

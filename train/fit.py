@@ -145,7 +145,7 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
     if resume:
         last = resume_directory(output / "last")
         model = DiffVQAModel.from_pretrained(last)
-        check_same_architecture(model.config.to_dict(), model_config.to_dict(), last)
+        check_same_architecture(model.config.to_dict(), resolved_architecture(model_config), last)
         state = read_train_state(last)
         check_same_data_order(last, config, state, accelerator.num_processes)
     elif model is not None:
@@ -225,6 +225,19 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
     if accelerator.num_processes > 1:
         print(f"process {accelerator.process_index}: stopped at step {state.global_step}", flush=True)
     return state
+
+
+def resolved_architecture(model_config) -> dict:
+    """The model config as a built model records it: a change encoder loaded from ``change_encoder_weights``
+    writes its shape into ``change_encoder_shape`` (diffvqa_core.model), so a run's config, which leaves that
+    shape to the weights, is compared with its own checkpoint by the shape those weights have."""
+    wanted = model_config.to_dict()
+    if model_config.change_encoder and model_config.change_encoder_weights and not model_config.change_encoder_shape:
+        from diffvqa_core.change import load_change_encoder
+
+        shape = dataclasses.asdict(load_change_encoder(model_config.change_encoder_weights).config)
+        wanted = dataclasses.replace(model_config, change_encoder_shape=shape).to_dict()
+    return wanted
 
 
 def fusion_lambda(model, progress: float) -> float:
