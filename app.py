@@ -26,6 +26,7 @@ import gradio as gr  # noqa: E402
 
 from diffvqa_core.data.vocabulary import QUESTION_TYPES  # noqa: E402
 from feedback_db import FeedbackStore, OverlayCache  # noqa: E402
+from review_app.analysis_tab import analysis_tab  # noqa: E402
 from review_app.examples import SYNTH_ATTRIBUTION, ExamplePair, load_examples  # noqa: E402
 from review_app.handlers import (  # noqa: E402
     EXAMPLE,
@@ -206,6 +207,7 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
                     export_file = gr.File(label="Export", interactive=False, elem_id="export-file", height=90)
                 picture = gr.Image(label="What the reviewer saw", format="png", interactive=False, height=320,
                                    elem_id="review-picture", scale=2, buttons=["fullscreen"])
+        analysis_tab(store)  # Error analysis: charts, CSV and the /error_summary API (review_app/analysis_tab.py)
 
         # Not shown: the review id of the last save, the reviewer's name in this browser's storage, and the
         # triggers of the scripting API (/analyze, /reanswer, /record_review, /list_reviews), which raise errors
@@ -232,13 +234,13 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
                                                           ui["review_status"], *display], [*screen, *review],
                                     api_visibility="private", concurrency_id="model")
         pending = [analysing, refusing, reanswering]  # a change of the inputs cancels what would answer the old ones
-        ui["example"].input(h.pick_example, [ui["example"], ui["question"], *display],
+        picking = ui["example"].input(h.pick_example, [ui["example"], ui["question"], *display],
                             [ui[name] for name in (*EXAMPLE, *SCREEN, *REVIEW)], api_visibility="private",
                             cancels=pending)
-        gr.on([ui["main_file"].upload, ui["main_file"].clear, ui["ref_file"].upload, ui["ref_file"].clear],
-              h.inputs_changed, [*files, *display], [ui["example"], ui["attribution"], *screen, *review],
+        uploading = gr.on([ui["main_file"].upload, ui["main_file"].clear, ui["ref_file"].upload, ui["ref_file"].clear],
+                          h.inputs_changed, [*files, *display], [ui["example"], ui["attribution"], *screen, *review],
               api_visibility="private", cancels=pending)
-        ui["question"].input(h.question_changed, [ui["example"], ui["question"], *files, *display],
+        asking = ui["question"].input(h.question_changed, [ui["example"], ui["question"], *files, *display],
                              [ui["attribution"], *screen, *review], api_visibility="private",
                              trigger_mode="always_last", cancels=pending)
         gr.on([mask.change, opacity.release, center.release, width.release], h.redraw_on_screen,
@@ -265,21 +267,21 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
         table.select(h.toggle_selected, [selected, table], [selected, table, picture, details],
                      api_visibility="private")
         export.click(h.export, [*filters, selected], export_file, api_name="export_disagreements")
-        opening = demo.load(h.reviewer_on_load, [reviewer_memory], reviewer, api_visibility="private")
-        if wl is not None:  # the worklist: Previous / Next, the truth after the verdict, /next_case
+        if wl is None:
+            demo.load(h.reviewer_on_load, [reviewer_memory], reviewer, api_visibility="private")
+        else:  # the worklist: Previous / Next, the truth after the verdict, /next_case
             position = gr.State(-1)
             case_outputs = [position, ui["progress"], ui["truth"], *(ui[name] for name in (*EXAMPLE, *SCREEN, *REVIEW))]
             assert len(case_outputs) == len(WORKLIST_SCREEN) + len(EXAMPLE) + len(SCREEN) + len(REVIEW)
             for button, step in ((next_case, wl.next_on_screen), (previous, wl.previous_on_screen)):
                 button.click(step, [position, reviewer, lam, *display], case_outputs, api_visibility="private",
                              concurrency_id="model", cancels=pending)
-            opening.then(wl.resume_on_load, [reviewer, lam, *display], case_outputs, api_visibility="private",
-                         concurrency_id="model")
+            demo.load(wl.resume_on_load, [reviewer_memory, lam, *display], [reviewer, *case_outputs],
+                      api_visibility="private")  # one event: a .then after a load event could hang its stream
             saving.then(wl.reveal_truth, [position, review_id, reviewer], [ui["truth"], ui["progress"]],
                         api_visibility="private")
-            gr.on([ui["main_file"].upload, ui["main_file"].clear, ui["ref_file"].upload, ui["ref_file"].clear,
-                   ui["question"].input, ui["example"].input], wl.truth_cleared, None, ui["truth"],
-                  api_visibility="private", show_progress="hidden")
+            for changed in (picking, uploading, asking):  # the truth belonged to the case that was on screen
+                changed.then(wl.truth_cleared, None, ui["truth"], api_visibility="private", show_progress="hidden")
             after, api_next = gr.Number(visible=False, precision=0), gr.Button(visible=False)
             api_next.click(wl.next_case, [reviewer, after, lam], [after, ui["progress"], ui["question"], ui["answer"],
                                                                   ui["theta"], analysis_id, status],

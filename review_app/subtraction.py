@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from review_app.rendering import caption, fit_for_display, warp_normalised
+from review_app.rendering import fit_for_display, warp_normalised
 
 SUBTRACTION_COLORMAP = "berlin"
 """Diverging, dark in the middle (readable on the reading room's dark screen): blue < 0 < red."""
@@ -125,9 +125,11 @@ def subtraction_rgb(difference: np.ndarray, value_range: float = SUBTRACTION_RAN
 
 def subtraction_panel(main: np.ndarray, ref: np.ndarray, theta: np.ndarray, center: float = 0.5,
                       width: float = 1.0) -> np.ndarray:
-    """The subtraction panel of the review screen: RGB uint8 at the (display-sized) reference's size, captioned."""
+    """The subtraction panel of the review screen: RGB uint8 at the (display-sized) reference's size.
+
+    No caption burnt in: the panel's label says what it is (and a caption would cover a small film's base)."""
     result = temporal_subtraction(fit_for_display(main), fit_for_display(ref), theta, center, width)
-    return caption(subtraction_rgb(result.difference), "registered main - reference", corner="left")
+    return subtraction_rgb(result.difference)
 
 
 def subtraction_bar_html(stops: int = 11) -> str:
@@ -141,5 +143,5 @@ def subtraction_bar_html(stops: int = 11) -> str:
            f"background: linear-gradient(to right, {css});")
     ticks = "display: flex; justify-content: space-between; font-size: 12px; margin-top: 2px;"
     return (f'<div class="subtraction-bar" style="{bar}"></div><div style="{ticks}">'
-            f"<span>−{SUBTRACTION_RANGE:g} · less dense now</span><span>0 · unchanged</span>"
-            f"<span>+{SUBTRACTION_RANGE:g} · denser now</span></div>")
+            f"<span>−{SUBTRACTION_RANGE:g} less dense</span><span>0 unchanged</span>"
+            f"<span>+{SUBTRACTION_RANGE:g} denser</span></div>")

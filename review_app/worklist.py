@@ -279,10 +279,14 @@ class WorklistHandlers:
             return self._unchanged(self.progress_text(current, name) + "  \nThis is the first case of the list.")
         return self._load(current - 1, name, lam, mask, opacity, center, width)
 
-    def resume_on_load(self, reviewer: str, lam: float | None, mask: str = "M", opacity: float = 0.5,
+    def resume_on_load(self, remembered: str | None, lam: float | None, mask: str = "M", opacity: float = 0.5,
                        center: float = 0.5, width: float = 1.0, request: gr.Request | None = None) -> tuple[Any, ...]:
-        """A page opens: with a known reviewer, the first case they have not reviewed (where they left off)."""
-        return self.next_on_screen(-1, reviewer, lam, mask, opacity, center, width, request)
+        """A page opens: the reviewer (the login, else the name this browser remembered) and, when known, the
+        first case they have not reviewed (where they left off). Returns ``reviewer`` then Next's outputs."""
+        login = getattr(request, "username", None) if request is not None else None
+        name = login or remembered or ""
+        return (self.h.reviewer_on_load(remembered, request),
+                *self.next_on_screen(-1, name, lam, mask, opacity, center, width, request))
 
     def _load(self, position: int, reviewer: str, lam: float | None, mask: str, opacity: float, center: float,
               width: float) -> tuple[Any, ...]:
