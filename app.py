@@ -56,7 +56,8 @@ BROWSER_STATE_SECRET = "diffvqa-review-app"
 MASK_NOTES = {
     "U": "**U · DINO prior**: where a frozen DINO model attends in either film (the union of the two maps); "
          "it learned nothing from this task.",
-    "F": "**F · adaptive**: the mask DiffVQA learned from the features of both films.",
+    "F": "**F · adaptive**: the mask DiffVQA learned from both films (in the bundled demo: where the registered "
+         "pair changed).",
     "M": "**M · fused** = λU + (1−λ)F: the weights the image encoder reads both films through.",
 }
 REVIEW_SAVED_JS = "(id) => { if (id !== null && id !== undefined) { window.diffvqaReview?.saved(); } }"

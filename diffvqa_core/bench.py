@@ -172,7 +172,7 @@ def build_pipeline(preset: str, checkpoint: str | None, decoder_vocab: int | Non
     from diffvqa_core import DiffVQAConfig, DiffVQAPipeline
 
     if checkpoint:
-        return DiffVQAPipeline.from_pretrained(checkpoint)
+        return DiffVQAPipeline.from_pretrained(None if checkpoint == "demo" else checkpoint)
     torch.manual_seed(0)
     pipe = DiffVQAPipeline.from_config(DiffVQAConfig.from_preset(preset).random_init())
     gpt2 = pipe.model.decoder.gpt2
@@ -573,7 +573,8 @@ def report(result: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m diffvqa_core.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="paper", choices=("paper", "tiny"), help="model preset (random weights)")
-    parser.add_argument("--checkpoint", default=None, help="benchmark a trained checkpoint directory instead")
+    parser.add_argument("--checkpoint", default=None,
+                        help="benchmark a trained checkpoint directory instead ('demo': the bundled one)")
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each measurement (best is reported)")
     parser.add_argument("--tokens", type=int, default=24, help="decoded tokens per case")

@@ -154,7 +154,8 @@ class ChangeEncoder(nn.Module):
         if self.config.multiscale_tokens:
             fine = self.fine_token_proj(stride8.flatten(2).transpose(1, 2)) + self.fine_positions  # (B, 4N, C)
             grid = torch.cat([grid, fine], dim=1)
-        tokens = self.query_decoder(self.queries.expand(x.shape[0], -1, -1), grid)  # (B, K + 1, C)
+        # repeat, not expand: a copy, since torch's FLOP counter cannot hook a view of a parameter made without grad
+        tokens = self.query_decoder(self.queries.repeat(x.shape[0], 1, 1), grid)  # (B, K + 1, C)
         finding_tokens, pair_token = tokens[:, :-1], tokens[:, -1]
         return ChangeOutput(
             mask_logits, tokens,

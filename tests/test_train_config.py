@@ -97,7 +97,7 @@ def test_each_synthetic_table_row_changes_what_its_name_says_of_the_demo():
     assert changes("no_change_tokens") == ({}, {"reference_tokens": "reference"})
     assert changes("paper_adaptive_mask") == ({}, {"adaptive_mask_source": "tokens"})
     assert changes("no_saliency") == ({}, {"use_saliency_mask": False})
-    assert changes("no_freeze") == ({"epochs_stage1": 0, "epochs_stage2": 8}, {})
+    assert changes("no_freeze") == ({"epochs_stage1": 0, "epochs_stage2": 5}, {})
     assert changes("no_unsupervised") == ({}, {"use_unsupervised_losses": False})
     assert changes("unregistered") == ({}, {"use_registration": False})
     assert changes("question_only") == ({}, {"use_images": False, "image_encoder_pretrained": False})
