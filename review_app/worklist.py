@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import html
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,9 +121,9 @@ class Worklist:
         self.root = Path(root)
         self.split = split
         self.question_type = question_type
-        self._positions: dict[tuple[str, str, str], int] = {}
-        for case in self.cases:
-            self._positions.setdefault(case.key, case.position)
+        self._positions: dict[tuple[str, str, str], list[int]] = {}
+        for case in self.cases:  # a row repeated in the CSV is one case to review: it counts for every copy
+            self._positions.setdefault(case.key, []).append(case.position)
 
     @classmethod
     def from_folder(cls, root: str | Path, split: str = "test", question_type: str = "difference",
@@ -179,15 +178,16 @@ class Worklist:
 
     def position_of(self, main_sha256: str, ref_sha256: str, question: str) -> int | None:
         """Where a case is in the list (its first row), or None."""
-        return self._positions.get((main_sha256, ref_sha256, question_key(question)))
+        positions = self._positions.get((main_sha256, ref_sha256, question_key(question)))
+        return positions[0] if positions else None
 
     def reviewed_by(self, store: FeedbackStore, reviewer: str) -> set[int]:
         """Positions of the cases ``reviewer`` has reviewed (any verdict, any lambda, any time)."""
         if not reviewer:
             return set()
         rows = store.query_reviews(reviewer=reviewer)
-        found = (self.position_of(r.main_sha256, r.ref_sha256, r.question) for r in rows)
-        return {position for position in found if position is not None}
+        keys = {(r.main_sha256, r.ref_sha256, question_key(r.question)) for r in rows}
+        return {position for key in keys for position in self._positions.get(key, ())}
 
     def next_unreviewed(self, store: FeedbackStore, reviewer: str, after: int = -1) -> int | None:
         """The first case after ``after`` that ``reviewer`` has not reviewed, wrapping round to the start
@@ -227,7 +227,6 @@ class WorklistHandlers:
     def __init__(self, handlers: Handlers, worklist: Worklist) -> None:
         self.h = handlers
         self.worklist = worklist
-        self._lock = threading.Lock()
 
     @property
     def store(self) -> FeedbackStore:
@@ -244,9 +243,9 @@ class WorklistHandlers:
             head = f"**Case {position + 1} of {total}** ({where})"
         if not reviewer:
             return head + "  \nType your name under *Reviewer*, then press **Next** (Alt+N)."
-        done = len(self.worklist.reviewed_by(self.store, reviewer))
-        line = f"{head}  \n{inert(reviewer)}: **{done} of {total}** reviewed"
-        if position is not None and position >= 0 and position in self.worklist.reviewed_by(self.store, reviewer):
+        done = self.worklist.reviewed_by(self.store, reviewer)
+        line = f"{head}  \n{inert(reviewer)}: **{len(done)} of {total}** reviewed"
+        if position is not None and position >= 0 and position in done:
             line += " · you have reviewed this case"
         return line
 
@@ -354,7 +353,7 @@ class WorklistHandlers:
         case = self.worklist[target]
         begin = time.perf_counter()
         result = self.h.service.analyze(case.main, case.ref, case.question, lam, display_of("M", 0.5, 0.5, 1.0))
-        status = self.h._status_of(result, time.perf_counter() - begin, "Analysed")
+        status = Handlers._status_of(result, time.perf_counter() - begin, "Analysed")
         return (target + 1, _plain(self.progress_text(target, name)), case.question, result.answer,
                 result.theta_words, result.analysis_id, status)
 

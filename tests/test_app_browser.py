@@ -213,7 +213,7 @@ def test_subtraction_sits_beside_the_masks_and_follows_the_window(browser, workl
         subtraction = page.locator("#subtraction img").bounding_box()
         assert abs(subtraction["y"] - masks[2]["y"]) < 2 and subtraction["x"] > masks[2]["x"]  # one row at 1920
         assert subtraction["width"] >= 300
-        expect(page.locator("#subtraction-scale")).to_contain_text("denser now")
+        expect(page.locator("#subtraction-scale")).to_contain_text("+0.25 denser")
         before = page.locator("#subtraction img").get_attribute("src")
         page.locator("#width input[type=number]").fill("0.4")
         page.locator("#width input[type=number]").press("Tab")

@@ -215,3 +215,18 @@ def test_cli_refuses_a_folder_that_is_no_benchmark(tmp_path: Path, capsys: pytes
     assert app.main(["--worklist", str(tmp_path), "--no-synthetic-examples", "--db",
                      f"sqlite:///{tmp_path / 'f.sqlite3'}"]) == 2
     assert "not a benchmark folder" in capsys.readouterr().err
+
+
+def test_a_row_repeated_in_the_benchmark_is_reviewed_with_its_twin() -> None:
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from review_app.worklist import Worklist, WorklistCase
+
+    case = WorklistCase(0, Path("m.jpg"), Path("r.jpg"), "Is there edema?", "presence", "no", "0", "1", "2", "3",
+                        "a" * 64, "b" * 64)
+    worklist = Worklist([case, replace(case, position=1, row_id="9"), replace(case, position=2, question="Q2?")], ".")
+    review = SimpleNamespace(main_sha256="a" * 64, ref_sha256="b" * 64, question="  is there  EDEMA? ")
+    store = SimpleNamespace(query_reviews=lambda reviewer: [review])
+    assert worklist.reviewed_by(store, "Dr. A") == {0, 1}  # whitespace and case do not make another question
+    assert worklist.next_unreviewed(store, "Dr. A") == 2
