@@ -139,9 +139,14 @@ def pick_example(page: Any, name: str) -> None:
 
 
 def analyse(page: Any) -> int:
-    """Press Analyse, wait for the answer, return the analysis id on screen."""
+    """Press Analyse, wait for the answer, return the analysis id on screen.
+
+    Waits first for the events of an upload or a question change to finish: they cancel a pending analysis (an
+    answer to the old inputs must not land on the new ones), so on a loaded machine a click sent while one of them
+    is still on its way would be cancelled by it (a person sees the spinner stop and presses Analyse again)."""
     from playwright.sync_api import expect
 
+    settle(page, 0.3)
     page.locator("#analyze").click()
     expect(page.locator("#analysis-status")).to_contain_text("Analysed as analysis", timeout=120_000)
     images_loaded(page)

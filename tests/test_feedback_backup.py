@@ -65,7 +65,9 @@ def test_a_backup_during_concurrent_writes_is_a_consistent_snapshot_and_restores
         rows = counts(snapshot)
         # One transaction writes a row and its audit row together: a consistent snapshot holds both or neither.
         assert rows["audit_log"] == rows["analyses"] + rows["reviews"]
-        assert rows["analyses"] == rows["reviews"] == rows["cases"]
+        # A case and its analysis are one transaction, its review the next: a snapshot may fall between the two,
+        # once per writer.
+        assert rows["analyses"] == rows["cases"] and 0 <= rows["analyses"] - rows["reviews"] <= len(writers)
         assert before <= rows["reviews"] <= final
         assert not Path(f"{snapshot}-wal").exists()  # a single self-contained file
     assert first.rows["reviews"] == counts(first.path)["reviews"]
