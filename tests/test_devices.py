@@ -73,7 +73,7 @@ def app_module():
     return app
 
 
-@pytest.mark.slow  # importing Gradio and loading the demo: ~20 s on 2 busy cores
+# ~20 s alone (importing Gradio, loading the demo), little in the suite where Gradio is already imported
 def test_app_device_cpu_answers_on_the_cpu(app_module):
     from diffvqa_core.bench import test_pair
 
@@ -88,7 +88,6 @@ def test_app_device_cpu_answers_on_the_cpu(app_module):
     assert bf16 == {"device": torch.device("cpu"), "dtype": torch.bfloat16}
 
 
-@pytest.mark.slow  # importing Gradio: ~15 s on 2 busy cores
 def test_app_device_cuda_without_cuda_exits_with_a_message(app_module, no_cuda, tmp_path, capsys):
     code = app_module.main(["--device", "cuda", "--db", f"sqlite:///{tmp_path / 'f.sqlite3'}",
                             "--no-synthetic-examples"])
