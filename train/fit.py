@@ -233,9 +233,12 @@ def resolved_architecture(model_config) -> dict:
     shape to the weights, is compared with its own checkpoint by the shape those weights have."""
     wanted = model_config.to_dict()
     if model_config.change_encoder and model_config.change_encoder_weights and not model_config.change_encoder_shape:
-        from diffvqa_core.change import load_change_encoder
+        import json
 
-        shape = dataclasses.asdict(load_change_encoder(model_config.change_encoder_weights).config)
+        from diffvqa_core.change import CONFIG_FILE, ChangeEncoderConfig
+
+        saved = Path(model_config.change_encoder_weights) / CONFIG_FILE  # the shape alone, not the weights
+        shape = dataclasses.asdict(ChangeEncoderConfig(**json.loads(saved.read_text(encoding="utf-8"))))
         wanted = dataclasses.replace(model_config, change_encoder_shape=shape).to_dict()
     return wanted
 
