@@ -13,7 +13,7 @@ from diffvqa_core import DiffVQAConfig, DiffVQAModel
 from diffvqa_core.change import (ChangeEncoder, ChangeEncoderConfig, change_label_loss, change_mask_loss,
                                  load_change_encoder, read_findings)
 from diffvqa_core.data.finding_labels import (CHANGES, FINDING_COLUMNS, HEAD_SIZES, IGNORE, LABELLED_FINDINGS,
-                                              decode_pair, encode_pair)
+                                              decode_pair, encode_pair, reverse_pair)
 from diffvqa_core.data.findings import Finding, first_visit, next_visit
 from diffvqa_core.data.grammar import difference_answer
 from diffvqa_core.metrics import corner_displacement
@@ -37,6 +37,38 @@ def test_labels_round_trip_to_the_same_difference_answer():
         assert rows.shape == (len(LABELLED_FINDINGS), len(FINDING_COLUMNS))
         assert pair[0] == (main != ref) and pair[1] == 1
         assert difference_answer(*decode_pair(rows)) == difference_answer(main, ref)
+
+
+def test_reversed_labels_are_the_labels_of_the_pair_read_backwards():
+    rng = np.random.default_rng(2)
+    type_column = FINDING_COLUMNS.index("type")
+    kinds = set()
+    for _ in range(200):
+        ref = first_visit(rng)
+        main = next_visit(ref, rng)
+        forwards, _ = encode_pair(main, ref, "PA")
+        backwards, _ = encode_pair(ref, main, "PA")
+        reversed_rows = reverse_pair(forwards)
+        other = [c for c in range(len(FINDING_COLUMNS)) if c != type_column]
+        assert np.array_equal(reversed_rows[:, other], backwards[:, other])
+        stated = reversed_rows[:, type_column] != IGNORE  # a type is kept only where it is known
+        assert np.array_equal(reversed_rows[stated, type_column], backwards[stated, type_column])
+        assert difference_answer(*decode_pair(reversed_rows)) == difference_answer(ref, main)
+        kinds |= {CHANGES[c] for c in forwards[:, 6]}
+    assert {"added", "missing", "level"} <= kinds
+
+
+def test_read_backwards_swaps_the_chosen_pairs_only():
+    from train.pretrain_change import read_backwards
+
+    items = list(OnlinePairs(5, 64, generation_size=96, augment=False, residual=False, limit=4))
+    batch = {k: torch.stack([i[k] for i in items]) for k in ("ref", "registered_main", "finding_labels")}
+    chosen = torch.tensor([True, False, True, False])
+    out = read_backwards(batch, chosen)
+    assert torch.equal(out["ref"][0], batch["registered_main"][0]) and torch.equal(out["ref"][1], batch["ref"][1])
+    assert torch.equal(out["registered_main"][2], batch["ref"][2])
+    assert torch.equal(out["finding_labels"][0], torch.from_numpy(reverse_pair(batch["finding_labels"][0].numpy())))
+    assert torch.equal(out["finding_labels"][3], batch["finding_labels"][3])
 
 
 def test_labels_mark_what_does_not_apply_as_ignored():

@@ -88,6 +88,26 @@ def encode_pair(main, ref, view: str) -> tuple[np.ndarray, np.ndarray]:
     return rows, np.array([int(changed), VIEWS.index(view)], dtype=np.int64)
 
 
+def reverse_pair(rows: np.ndarray) -> np.ndarray:
+    """Finding rows (..., K, 7) of a pair -> the rows of the same pair read backwards (the reference as the main
+    visit and the main as the reference): presence and levels trade places, added and missing trade places.
+
+    The type column (the main visit's type) is kept where the finding is in both visits (the generator never
+    changes a type) and ignored where the new main visit lacks the finding or its type was never stated.
+    """
+    column = {name: i for i, name in enumerate(FINDING_COLUMNS)}
+    rows = np.asarray(rows)
+    out = rows.copy()
+    for a, b in (("present_ref", "present_main"), ("level_ref", "level_main")):
+        out[..., column[a]], out[..., column[b]] = rows[..., column[b]], rows[..., column[a]]
+    in_both = (rows[..., column["present_ref"]] == 1) & (rows[..., column["present_main"]] == 1)
+    out[..., column["type"]] = np.where(in_both, rows[..., column["type"]], IGNORE)
+    change = rows[..., column["change"]]
+    added, missing = CHANGES.index("added"), CHANGES.index("missing")
+    out[..., column["change"]] = np.where(change == added, missing, np.where(change == missing, added, change))
+    return out
+
+
 def decode_pair(rows: np.ndarray) -> tuple[dict[str, Finding], dict[str, Finding]]:
     """Inverse of :func:`encode_pair` for the finding rows: (main findings, reference findings) by name.
 
