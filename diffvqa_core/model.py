@@ -34,6 +34,7 @@ from diffvqa_core import losses
 from diffvqa_core.answer_grammar import AnswerGrammar
 from diffvqa_core.change import (ChangeEncoder, ChangeEncoderConfig, ChangeOutput, change_label_loss, change_map,
                                  change_mask_loss, load_change_encoder)
+from diffvqa_core.change_readout import answers_from_heads
 from diffvqa_core.config import DiffVQAConfig
 from diffvqa_core.constrained_decoding import GrammarLogitsProcessor
 from diffvqa_core.decoder import AnswerDecoder, Prefix
@@ -94,10 +95,12 @@ class MaskedFeatures:
 
 @dataclass
 class AnswerOutput:
-    """Answers decoded from a visual state, with the fused mask M (B, 1, H, W) they were read through."""
+    """Answers decoded from a visual state, with the fused mask M (B, 1, H, W) they were read through, and for
+    each answer whether the change encoder's heads gave it (``difference_readout``) rather than the decoder."""
 
     answers: list[str]
     fused_mask: torch.Tensor
+    from_change_heads: list[bool] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -469,13 +472,21 @@ class DiffVQAModel(nn.Module):
     @torch.no_grad()
     def answer(self, state: VisualState, questions: list[str], lam: float, *, num_beams: int = 1,
                max_new_tokens: int = 40, no_repeat_ngram_size: int = 0, use_cache: bool = True,
-               grammar: bool = False) -> AnswerOutput:
+               grammar: bool = False, readout: bool = True) -> AnswerOutput:
         """Stages 5-7 from a cached visual state: fuse, masked re-encoding (2 images), generation.
 
         ``grammar`` (not in the paper) holds each answer to the benchmark's answer grammar for its question's
         form (``diffvqa_core.constrained_decoding``); questions of no known form are answered freely.
+        ``readout`` False leaves every answer to the decoder even when the config's ``difference_readout`` is
+        "change_heads" (to compare the two).
         """
         fused = self.fuse(state.prior.union, state.adaptive.fused, lam)
+        heads: list[str | None] = [None] * len(questions)
+        if readout and self.config.difference_readout == "change_heads" and state.change is not None:
+            heads = answers_from_heads(state.change, questions, self.config.change_threshold)
+        read = [h is not None for h in heads]
+        if all(read):  # nothing left for the decoder
+            return AnswerOutput([h for h in heads if h is not None], fused, read)
         masked = self.masked_encode(state, fused, with_mask_image=False) if self.config.use_images else None
         text = self.tokenize(questions)
         prefix = self.prefix(masked, text["question_ids"], text["question_mask"], state)
@@ -483,8 +494,9 @@ class DiffVQAModel(nn.Module):
         ids = self.decoder.generate(prefix, num_beams=num_beams, max_new_tokens=max_new_tokens,
                                     no_repeat_ngram_size=no_repeat_ngram_size, use_cache=use_cache,
                                     logits_processor=processor)
-        answers = [a.strip() for a in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
-        return AnswerOutput(answers, fused)
+        decoded = [a.strip() for a in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        answers = [h if h is not None else a for h, a in zip(heads, decoded)]
+        return AnswerOutput(answers, fused, read)
 
     def grammar_processor(self, questions: list[str], num_beams: int) -> GrammarLogitsProcessor:
         """The logits processor that holds each question's answer to its grammar (``num_beams`` rows each)."""

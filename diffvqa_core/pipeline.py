@@ -69,6 +69,8 @@ class Analysis:
         adaptive_mask: (S, S) float32 adaptive mask F in [0, 1].
         fused_mask: (S, S) float32 M in [0, 1].
         num_beams: beams used for decoding.
+        answered_by: "decoder", or "change heads" when the change encoder's own reading answered
+            (``difference_readout``, not in the paper).
     """
 
     answer: str
@@ -83,6 +85,7 @@ class Analysis:
     fused_mask: np.ndarray
     num_beams: int
     _state: VisualState = field(repr=False, compare=False)
+    answered_by: str = "decoder"
 
 
 def _plane(tensor: torch.Tensor) -> np.ndarray:
@@ -249,6 +252,7 @@ class DiffVQAPipeline:
             registered_main=_plane(state.registration.registered_main),
             prior_mask=_plane(state.prior.union), adaptive_mask=_plane(state.adaptive.fused),
             fused_mask=_plane(result.fused_mask), num_beams=num_beams, _state=state,
+            answered_by="change heads" if any(result.from_change_heads) else "decoder",
         )
 
     @staticmethod

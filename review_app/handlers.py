@@ -159,6 +159,8 @@ class Handlers:
     def _status_of(result: AnalysisResult, seconds: float, verb: str) -> str:
         status = (f"{verb} as analysis \\#{result.analysis_id} · question type *{inert(result.question_type)}* · "
                   f"lambda {result.lam:.2f} · {seconds:.2f} s")
+        if result.answered_by == "change heads":
+            status += " · answer read from the change encoder's findings, not written by the decoder"
         if result.question_type == "difference":
             problems = difference_answer_problems(result.answer)
             if problems:

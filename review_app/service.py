@@ -59,6 +59,8 @@ class AnalysisResult:
     views: Views
     flags: tuple[str, ...] = ()
     """What the reviewer must know about the inputs (e.g. a lateral view), one sentence each."""
+    answered_by: str = "decoder"
+    """"decoder", or "change heads" when the model's change encoder read the answer (``difference_readout``)."""
 
 
 class ReviewService:
@@ -240,7 +242,7 @@ class ReviewService:
         return AnalysisResult(analysis_id=analysis_id, answer=entry.analysis.answer,
                               theta_words=self.theta_words(entry.analysis.theta), lam=float(entry.analysis.lam),
                               question_type=entry.question_type, views=self.render(analysis_id, None, display),
-                              flags=entry.flags)
+                              flags=entry.flags, answered_by=getattr(entry.analysis, "answered_by", "decoder"))
 
     def _remember(self, analysis_id: int, entry: _Entry, pin: bool = False) -> None:
         with self._cache_lock:

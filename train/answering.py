@@ -17,6 +17,7 @@ class Decoding:
     no_repeat_ngram_size: int = 0
     lam: float | None = None  # fusion weight of eq. 7; None = the model's inference_lambda (0.5)
     grammar: bool = False  # not in the paper: answers held to the benchmark's answer grammar
+    readout: bool = True  # False: the decoder answers even where the config's difference_readout says change_heads
 
 
 def images_to(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +55,7 @@ def answer_batch(model, batch: dict[str, Any], device: torch.device, decoding: D
     output = model.answer(
         state, list(batch["question"]), lam, num_beams=decoding.num_beams,
         max_new_tokens=decoding.max_new_tokens, no_repeat_ngram_size=decoding.no_repeat_ngram_size,
-        grammar=decoding.grammar,
+        grammar=decoding.grammar, readout=decoding.readout,
     )
     return BatchAnswers(output.answers, state.registration.theta, state.prior.union, state.adaptive.fused,
                         output.fused_mask)

@@ -94,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-grammar", action="store_true",
                         help="decode freely, as the paper's protocol (default: answers held to the benchmark's "
                              "answer grammar, not in the paper)")
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="the decoder answers every question, also where the model's difference_readout gives "
+                             "the whole-image difference question to the change encoder's heads (not in the paper)")
     parser.add_argument("--lam", type=float, help="fusion weight lambda of eq. 7 (default: the model's, 0.5)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"pairs answered together (default: {GPU_BATCH_SIZE} on a GPU, {CPU_BATCH_SIZE} on a CPU)")
@@ -159,7 +162,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     loader = evaluation_loader(dataset, batch_size=batch_size, num_workers=num_workers, limit=args.max_samples)
     max_new_tokens = args.max_new_tokens or model.config.max_answer_len
     decoding = Decoding(args.num_beams, max_new_tokens, args.no_repeat_ngram_size, args.lam,
-                        grammar=not args.no_grammar)
+                        grammar=not args.no_grammar, readout=not args.decoder_only)
     pair_scores = PairScores() if dataset.has_ground_truth else None
     rows = []
     started = time.perf_counter()
@@ -194,6 +197,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                 "lam": model.config.inference_lambda if args.lam is None else args.lam,
                 "bf16": dtype == torch.bfloat16, "device": str(device), "batch_size": batch_size,
                 "swap_references": args.swap_references, "grammar": not args.no_grammar,
+                "difference_readout": "decoder" if args.decoder_only else model.config.difference_readout,
                 "answering_seconds": round(seconds, 3), "cases_per_s": len(rows) / seconds if seconds > 0 else None}
     (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     overall = metrics["all"]

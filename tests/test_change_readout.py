@@ -1,0 +1,96 @@
+"""Difference answers read from the change encoder's heads (``difference_readout: change_heads``, not in the paper)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from diffvqa_core import DiffVQAConfig
+from diffvqa_core.change import ChangeOutput
+from diffvqa_core.change_readout import answers_from_heads, question_region
+from diffvqa_core.data.finding_labels import CHANGES, HEAD_SIZES, LABELLED_FINDINGS, LOCATIONS, PAIR_COLUMNS
+from diffvqa_core.data.vocabulary import LEVEL_WORDS, NOTHING_CHANGED
+from tests.test_change_encoder import CHANGE_MODEL
+from tests.tiny_model_support import build_tiny_model
+
+WHOLE = "what has changed compared to the reference image?"
+
+
+def heads(batch: int = 1) -> ChangeOutput:
+    """Logits of a reading where nothing changed and nothing is present."""
+    count = len(LABELLED_FINDINGS)
+    finding = {c: torch.zeros(batch, count, n) for c, n in HEAD_SIZES.items() if c not in PAIR_COLUMNS}
+    finding["change"][..., CHANGES.index("unchanged")] = 5.0
+    finding["present_ref"][:] = finding["present_main"][:] = -5.0
+    return ChangeOutput(torch.zeros(batch, 1, 4, 4), torch.zeros(batch, count + 1, 8), finding, {})
+
+
+def test_question_region_reads_the_benchmark_regions():
+    assert question_region("what has changed in the left lung area?") == "left"
+    assert question_region("what has changed in the right lower lung area?") == "right lower lung"
+    with pytest.raises(ValueError):
+        question_region(WHOLE)
+
+
+def test_whole_image_answer_names_what_the_heads_read_and_the_threshold_decides():
+    out = heads()
+    edema = LABELLED_FINDINGS.index("edema")
+    change = out.finding_logits["change"]
+    change[0, edema] = torch.log(torch.tensor([0.55, 0.40, 0.03, 0.02]))  # "unchanged" at 0.55
+    out.finding_logits["level_main"][0, edema, LEVEL_WORDS.index("severe")] = 3.0
+    assert answers_from_heads(out, [WHOLE], unchanged_below=0.5) == [NOTHING_CHANGED]
+    said = answers_from_heads(out, [WHOLE, "is there edema?"], unchanged_below=0.6)
+    assert said == ["the main image has an additional finding of edema than the reference image.", None]
+
+
+def test_regional_answer_is_the_level_change_of_a_finding_in_that_region():
+    out = heads()
+    effusion = LABELLED_FINDINGS.index("pleural effusion")
+    out.finding_logits["change"][0, effusion, CHANGES.index("level")] = 4.0
+    out.finding_logits["location"][0, effusion, LOCATIONS.index("left")] = 3.0
+    out.finding_logits["level_ref"][0, effusion, LEVEL_WORDS.index("small")] = 3.0
+    out.finding_logits["level_main"][0, effusion, LEVEL_WORDS.index("small")] = 4.0  # same word: not a change
+    out.finding_logits["level_main"][0, effusion, LEVEL_WORDS.index("moderate")] = 2.0
+    assert answers_from_heads(out, ["what has changed in the left lung area?"], 0.5) == [
+        "the level of pleural effusion has changed from small to moderate."]
+    # no finding with levels lies in the "left apical" region but pneumothorax: it is named even if less likely
+    assert answers_from_heads(out, ["what has changed in the left apical area?"], 0.5)[0].startswith(
+        "the level of pneumothorax has changed from")
+
+
+def test_model_answers_difference_questions_from_its_heads_only_when_configured():
+    model = build_tiny_model(**CHANGE_MODEL, difference_readout="change_heads", change_threshold=0.6).eval()
+    main, ref = torch.rand(2, 3, 192, 192), torch.rand(2, 3, 192, 192)
+    state = model.visual_state(main, ref)
+    questions = [WHOLE, "is there edema?"]
+    out = model.answer(state, questions, 0.5, max_new_tokens=4)
+    assert out.from_change_heads == [True, False]
+    assert out.answers[0] == answers_from_heads(state.change, questions, 0.6)[0]
+    decoder = model.answer(state, questions, 0.5, max_new_tokens=4, readout=False)
+    assert decoder.from_change_heads == [False, False] and decoder.answers[1] == out.answers[1]
+    only_heads = model.answer(state, [WHOLE, WHOLE], 0.5, max_new_tokens=4)  # the decoder is not run at all
+    assert only_heads.answers == [out.answers[0], answers_from_heads(state.change, [WHOLE] * 2, 0.6)[1]]
+
+
+def test_readout_is_off_in_the_paper_and_needs_a_change_encoder():
+    assert DiffVQAConfig.from_preset("paper").difference_readout == "decoder"
+    tiny = DiffVQAConfig.from_preset("tiny")
+    with pytest.raises(ValueError, match="change_encoder"):
+        dataclasses.replace(tiny, difference_readout="change_heads")
+    with pytest.raises(ValueError, match="difference_readout"):
+        dataclasses.replace(tiny, difference_readout="heads")
+    with pytest.raises(ValueError, match="change_threshold"):
+        dataclasses.replace(tiny, **CHANGE_MODEL, difference_readout="change_heads", change_threshold=1.0)
+
+
+def test_review_status_says_when_the_change_heads_read_the_answer():
+    from review_app.handlers import Handlers
+    from review_app.service import AnalysisResult
+
+    result = AnalysisResult(analysis_id=3, answer=NOTHING_CHANGED, theta_words="", lam=0.5,
+                            question_type="difference", views=None, answered_by="change heads")
+    assert "read from the change encoder's findings" in Handlers._status_of(result, 0.2, "Analysed")
+    decoded = dataclasses.replace(result, answered_by="decoder")
+    assert "change encoder" not in Handlers._status_of(decoded, 0.2, "Analysed")
