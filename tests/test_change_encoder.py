@@ -205,3 +205,25 @@ def test_a_run_whose_encoder_shape_comes_from_its_weights_matches_its_own_checkp
         "change_encoder_shape"], "token_width": 16})
     with pytest.raises(ValueError, match="change_encoder_shape"):
         check_same_architecture(built.config.to_dict(), resolved_architecture(other), tmp_path)
+
+
+def test_warm_start_keeps_a_change_encoder_loaded_from_its_own_weights(tmp_path):
+    from train.pretrain_change import save
+    from train.warm_start import load_matching_weights, own_weight_prefixes
+
+    torch.manual_seed(3)
+    save(ChangeEncoder(SMALL), tmp_path / "change")
+    fresh = load_change_encoder(tmp_path / "change")
+    trained = build_tiny_model(**CHANGE_MODEL)  # another change encoder (seeded differently), saved as a checkpoint
+    with torch.no_grad():
+        trained.registration.head.bias.add_(0.25)  # a trained part that differs from a freshly built one
+    trained.save_pretrained(tmp_path / "trained")
+    model = build_tiny_model(**{**CHANGE_MODEL, "change_encoder_shape": {},
+                                "change_encoder_weights": str(tmp_path / "change")})
+    assert own_weight_prefixes(model) == ("change_encoder.",)
+    report = load_matching_weights(model, tmp_path / "trained", keep=own_weight_prefixes(model))
+    assert report["kept"] and all(name.startswith("change_encoder.") for name in report["kept"])
+    assert torch.equal(model.change_encoder.queries, fresh.queries)
+    assert not torch.equal(model.change_encoder.queries, trained.change_encoder.queries)
+    assert torch.equal(model.registration.head.bias, trained.registration.head.bias)
+    assert own_weight_prefixes(trained) == ()

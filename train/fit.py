@@ -44,7 +44,7 @@ from train.optim import build_optimizer, build_scheduler
 from train.preflight import ScorerUnavailableError, check_scorer
 from train.run_log import RunLog
 from train.validation import validate
-from train.warm_start import load_matching_weights
+from train.warm_start import load_matching_weights, own_weight_prefixes
 
 CHANGE_TARGETS = ("change_mask", "finding_labels", "pair_labels")  # what the change encoder's losses read
 
@@ -154,10 +154,10 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
         model = DiffVQAModel(model_config, tokenizer_for(model_config))
         state = TrainState(num_processes=accelerator.num_processes)
         if config.init_weights:
-            report = load_matching_weights(model, config.init_weights)
+            report = load_matching_weights(model, config.init_weights, keep=own_weight_prefixes(model))
             say(f"init_weights {config.init_weights}: {len(report['loaded'])} tensors loaded, "
                 f"{len(report['new']) + len(report['mismatched'])} new or reshaped (start as built), "
-                f"{len(report['unused'])} unused")
+                f"{len(report['kept'])} kept from their own weights, {len(report['unused'])} unused")
 
     sampler = EpochBatchSampler(len(train_set), config.train_batch_size, rank=accelerator.process_index,
                                 world_size=accelerator.num_processes, seed=config.seed,

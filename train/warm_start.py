@@ -24,12 +24,14 @@ def resolve_init_checkpoint(name: str) -> Path:
     return Path(name)
 
 
-def load_matching_weights(model: torch.nn.Module, checkpoint: str | Path) -> dict[str, list[str]]:
-    """Copies into ``model`` every tensor of ``checkpoint``'s weights whose name and shape match.
+def load_matching_weights(model: torch.nn.Module, checkpoint: str | Path,
+                          keep: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Copies into ``model`` every tensor of ``checkpoint``'s weights whose name and shape match, except those whose
+    name starts with one of ``keep`` (parts the model already loaded from their own weights).
 
     Returns:
         {"loaded": names copied, "mismatched": names in both with different shapes, "new": the model's names the
-        checkpoint lacks, "unused": the checkpoint's names the model lacks}.
+        checkpoint lacks, "unused": the checkpoint's names the model lacks, "kept": names left as they were}.
 
     Raises:
         FileNotFoundError: when the checkpoint has no model.safetensors.
@@ -40,11 +42,13 @@ def load_matching_weights(model: torch.nn.Module, checkpoint: str | Path) -> dic
         raise FileNotFoundError(f"init_weights: no {WEIGHTS_FILE} in {directory}")
     source = load_file(str(directory / WEIGHTS_FILE))
     target = model.state_dict()
-    report: dict[str, list[str]] = {"loaded": [], "mismatched": [], "new": [],
+    report: dict[str, list[str]] = {"loaded": [], "mismatched": [], "new": [], "kept": [],
                                     "unused": sorted(set(source) - set(target))}
     with torch.no_grad():
         for name, tensor in target.items():
-            if name not in source:
+            if keep and name.startswith(keep):
+                report["kept"].append(name)
+            elif name not in source:
                 report["new"].append(name)
             elif source[name].shape != tensor.shape:
                 report["mismatched"].append(name)
@@ -52,3 +56,9 @@ def load_matching_weights(model: torch.nn.Module, checkpoint: str | Path) -> dic
                 tensor.copy_(source[name].to(tensor.dtype))
                 report["loaded"].append(name)
     return report
+
+
+def own_weight_prefixes(model) -> tuple[str, ...]:
+    """Parameter-name prefixes of the parts a model config loads from their own weights (a warm start keeps them):
+    the change encoder when ``change_encoder_weights`` names a ``pretrain-change`` output."""
+    return ("change_encoder.",) if model.config.change_encoder and model.config.change_encoder_weights else ()
