@@ -177,8 +177,8 @@ def test_init_from_demo_means_the_bundled_model_with_its_recipe() -> None:
     args = argparse.Namespace(config=None, steps=10, validations=2, data_root="D", output=None, mixed_precision=None,
                               seed=None, learning_rate=None)
     config = finetune_config(DEMO_CHECKPOINT, load_model(DEMO_CHECKPOINT), args)
-    # train/configs/demo.yaml trained it at 5e-4 with grammar-held validation; the fine-tune takes a tenth.
-    assert config.learning_rate == pytest.approx(5e-5) and config.eval_grammar and config.train_batch_size == 8
+    # train/configs/demo_continued.yaml trained it at 2.5e-4 with grammar-held validation; the fine-tune takes a tenth.
+    assert config.learning_rate == pytest.approx(2.5e-5) and config.eval_grammar and config.train_batch_size == 8
     assert config.init_weights == str(DEMO_CHECKPOINT) and config.data_root == "D"
     with pytest.raises(FileNotFoundError, match="no checkpoint folder"):
         checkpoint_directory("/no/such/checkpoint")

@@ -128,3 +128,15 @@ def test_the_paper_preset_leaves_every_departure_of_the_demo_off():
     assert {k: getattr(paper, k) for k in departures} == departures
     assert all(demo.model[k] != v for k, v in departures.items())
     assert TrainConfig().question_weights is None and not TrainConfig().eval_grammar and not TrainConfig().init_weights
+    shipped = TrainConfig.from_yaml(CONFIG_DIR / "demo_continued.yaml")
+    assert paper.difference_readout == "decoder" and shipped.model["difference_readout"] == "change_heads"
+
+
+def test_the_shipped_demo_continues_demo_yaml_with_a_new_change_encoder_and_the_readout():
+    reference = TrainConfig.from_yaml(CONFIG_DIR / "demo.yaml").to_dict()
+    config = TrainConfig.from_yaml(CONFIG_DIR / "demo_continued.yaml").to_dict()
+    changed = {k for k, v in config.items() if v != reference[k] and k != "model"}
+    model = {k for k, v in config["model"].items() if v != reference["model"].get(k)}
+    assert changed == {"init_weights", "epochs_stage1", "epochs_stage2", "learning_rate", "output_dir"}
+    assert model == {"change_encoder_weights", "difference_readout", "change_threshold", "lambda_start"}
+    assert config["epochs_stage2"] == 0  # phi and the change encoder stay frozen: the heads that answer are pretrained

@@ -12,7 +12,7 @@ What it takes from the checkpoint and what it changes:
 * The architecture and the weights: the model is the checkpoint (``DiffVQAModel.from_pretrained``; ``demo`` is
   the bundled model), so no pretrained part is fetched. Its config is recorded whole under ``model:``.
 * The training settings of the run that made it (``train_state.json``, when the checkpoint has one; for the
-  bundled demo model, which has none, its recipe ``train/configs/demo.yaml``; the defaults of ``TrainConfig``
+  bundled demo model, which has none, its recipe ``train/configs/demo_continued.yaml``; the defaults of ``TrainConfig``
   otherwise), then the fine-tune's own: one stage with everything trainable
   (``epochs_stage1: 0``), a tenth of the learning rate, no family weighting, and lambda (eq. 7) held at the
   checkpoint's ``lambda_end`` (the model finished training there; restarting the schedule at 1 would retrain it
@@ -49,7 +49,7 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "warmup_ratio": 0.1, "save_every_steps": 10**9,
 }
 LEARNING_RATE_FACTOR = 0.1
-DEMO_RECIPE = Path(__file__).resolve().parent / "configs" / "demo.yaml"  # the bundled model has no train state
+DEMO_RECIPE = Path(__file__).resolve().parent / "configs" / "demo_continued.yaml"  # the bundled model has no state
 RUN_SPECIFIC = ("model", "model_preset", "data_root", "init_weights", "output_dir")
 
 
