@@ -131,6 +131,10 @@ class DiffVQAConfig:
     # With "change_heads": a finding is read as changed when its change head gives "unchanged" a probability
     # below this (the heads' prior favours "unchanged" ~9:1; chosen on a development seed, never the test one).
     change_threshold: float = 0.5
+    # Not in the paper: the change heads read the pair forwards and backwards (the reference as the main visit)
+    # and average the two readings (diffvqa_core.change.read_both_ways); for an encoder pretrained on pairs read
+    # both ways. Change map and tokens stay the forward pass's.
+    change_read_both_ways: bool = False
 
     # The paper's three ambiguous points; see diffvqa_core.losses for the reasons behind each default.
     mask_gate: str = "encoded_mask"  # gate of L_mask: phi(M) tokens, or M average-pooled to the token grid
@@ -154,7 +158,8 @@ class DiffVQAConfig:
         if not 0.0 < self.change_threshold < 1.0:
             raise ValueError(f"change_threshold must lie in (0, 1), got {self.change_threshold}")
         needs_encoder = (self.reference_tokens == "change_tokens" or self.adaptive_mask_source == "change_encoder"
-                         or self.difference_readout == "change_heads" or self.alpha_change_mask
+                         or self.difference_readout == "change_heads" or self.change_read_both_ways
+                         or self.alpha_change_mask
                          or self.alpha_change_labels)
         if needs_encoder and not self.change_encoder:
             raise ValueError("reference_tokens 'change_tokens', adaptive_mask_source 'change_encoder', "

@@ -33,7 +33,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from diffvqa_core import losses
 from diffvqa_core.answer_grammar import AnswerGrammar
 from diffvqa_core.change import (ChangeEncoder, ChangeEncoderConfig, ChangeOutput, change_label_loss, change_map,
-                                 change_mask_loss, load_change_encoder)
+                                 change_mask_loss, load_change_encoder, read_both_ways)
 from diffvqa_core.change_readout import answers_from_heads
 from diffvqa_core.config import DiffVQAConfig
 from diffvqa_core.constrained_decoding import GrammarLogitsProcessor
@@ -222,10 +222,13 @@ class DiffVQAModel(nn.Module):
         """The change encoder on the registered pair (not in the paper); None without one.
 
         The registered main is detached: the registration learns from its own terms (eq. 2, the NCC term) and
-        from L_lm through phi, not from the change encoder's supervised losses.
+        from L_lm through phi, not from the change encoder's supervised losses. With ``change_read_both_ways``
+        the heads' logits are the mean of the forward and the backward reading (``change.read_both_ways``).
         """
         if not self.config.change_encoder:
             return None
+        if self.config.change_read_both_ways:
+            return read_both_ways(self.change_encoder, ref, registered_main.detach())
         return self.change_encoder(ref, registered_main.detach())
 
     def fuse(self, union: torch.Tensor, adaptive: torch.Tensor, lam: float) -> torch.Tensor:

@@ -94,3 +94,31 @@ def test_review_status_says_when_the_change_heads_read_the_answer():
     assert "read from the change encoder's findings" in Handlers._status_of(result, 0.2, "Analysed")
     decoded = dataclasses.replace(result, answered_by="decoder")
     assert "change encoder" not in Handlers._status_of(decoded, 0.2, "Analysed")
+
+
+def test_reading_both_ways_is_the_same_reading_of_the_pair_whichever_visit_comes_first():
+    from diffvqa_core.change import ChangeEncoder, read_both_ways
+    from tests.test_change_encoder import SMALL
+
+    torch.manual_seed(4)
+    encoder = ChangeEncoder(SMALL).eval()
+    a, b = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ab, ba, plain = read_both_ways(encoder, a, b), read_both_ways(encoder, b, a), encoder(a, b)
+    swapped = [CHANGES.index(c) for c in ("unchanged", "missing", "added", "level")]
+    assert torch.allclose(ab.finding_logits["change"], ba.finding_logits["change"][..., swapped], atol=1e-6)
+    assert torch.allclose(ab.finding_logits["present_ref"], ba.finding_logits["present_main"], atol=1e-6)
+    assert torch.allclose(ab.finding_logits["level_main"], ba.finding_logits["level_ref"], atol=1e-6)
+    assert torch.equal(ab.mask_logits, plain.mask_logits) and torch.equal(ab.tokens, plain.tokens)
+    assert not torch.allclose(ab.finding_logits["change"], plain.finding_logits["change"])
+
+
+def test_model_reads_both_ways_only_when_configured():
+    model = build_tiny_model(**CHANGE_MODEL, change_read_both_ways=True).eval()
+    main, ref = torch.rand(1, 3, 192, 192), torch.rand(1, 3, 192, 192)
+    with torch.no_grad():
+        state = model.visual_state(main, ref)
+        forward = model.change_encoder(ref, state.registration.registered_main)
+    assert torch.equal(state.change.tokens, forward.tokens)
+    assert not torch.allclose(state.change.finding_logits["change"], forward.finding_logits["change"])
+    assert not DiffVQAConfig.from_preset("paper").change_read_both_ways

@@ -138,5 +138,6 @@ def test_the_shipped_demo_continues_demo_yaml_with_a_new_change_encoder_and_the_
     changed = {k for k, v in config.items() if v != reference[k] and k != "model"}
     model = {k for k, v in config["model"].items() if v != reference["model"].get(k)}
     assert changed == {"init_weights", "epochs_stage1", "epochs_stage2", "learning_rate", "output_dir"}
-    assert model == {"change_encoder_weights", "difference_readout", "change_threshold", "lambda_start"}
+    assert model == {"change_encoder_weights", "difference_readout", "change_read_both_ways", "change_threshold",
+                     "lambda_start"}
     assert config["epochs_stage2"] == 0  # phi and the change encoder stay frozen: the heads that answer are pretrained
