@@ -87,6 +87,11 @@ class DiffVQAConfig:
     # network is normally trained with (see diffvqa_core.losses.image_similarity_loss).
     alpha_similarity: float = 0.0
     similarity_size: int = 128  # side at which that NCC is computed
+    # Not in the paper (0 = the paper): weight of a supervised pose term on synthetic pairs, the mean corner error
+    # in pixels against the generator's pose (diffvqa_core.losses.pose_loss). On held-out real films the demo's
+    # registration left 65% of the pose difference (26% on phantoms), and its change heads, which read the
+    # registered pair, named changes with F1 0.45 there, 0.64 with the true pose (MODEL_CARD.md).
+    alpha_pose: float = 0.0
 
     # Fusion weight lambda (eq. 7): cosine from lambda_start to lambda_end over training.
     lambda_start: float = 1.0

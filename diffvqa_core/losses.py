@@ -34,6 +34,25 @@ import torch
 import torch.nn.functional as F
 
 
+def pose_loss(theta: torch.Tensor, gt_theta: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Supervised registration (not in the paper): mean distance, in pixels of the model input, by which the image
+    corners stay misplaced after the warp ``theta``, given the generator's pose ``gt_theta`` (the convention of
+    ``diffvqa_core.metrics.corner_displacement``: the residual ``gt_theta o theta`` is the identity when perfect).
+
+    Args:
+        theta: (B, 2, 3) predicted warp (output -> input coordinates).
+        gt_theta: (B, 2, 3) the synthetic pair's pose: reference frame -> main film.
+        image_size: side of the model input, to express the distance in pixels.
+    """
+    theta, gt_theta = theta.float(), gt_theta.float().to(theta.device)
+    bottom = torch.tensor([0.0, 0.0, 1.0], device=theta.device).expand(theta.shape[0], 1, 3)
+    residual = torch.cat([gt_theta, bottom], 1) @ torch.cat([theta, bottom], 1)  # (B, 3, 3)
+    corners = torch.tensor([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [-1.0, 1.0, 1.0], [1.0, 1.0, 1.0]],
+                           device=theta.device).T  # (3, 4) homogeneous
+    moved = (residual @ corners)[:, :2]  # (B, 2, 4)
+    return ((moved - corners[:2]) * (image_size / 2)).norm(dim=1).mean()
+
+
 def registration_loss(theta: torch.Tensor, w_smooth: float = 1e-4, w_det: float = 1e-5,
                       w_trans: float = 1e-6) -> torch.Tensor:
     """Near-identity regulariser of the affine warp (eq. 2), averaged over the batch.

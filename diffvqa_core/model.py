@@ -50,7 +50,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 PICKLE_REFUSAL = ("pickle checkpoints can run code when loaded and are never read; only safetensors and JSON are. "
                   "Convert it to model.safetensors where its source is trusted")
 LOSS_TERMS = ("lm", "reg", "sim", "mask_main", "mask_ref", "pred_main", "pred_ref", "gram", "gram_mask", "koleo",
-              "change_mask", "change_labels")
+              "change_mask", "change_labels", "pose")
 
 
 @dataclass
@@ -316,7 +316,8 @@ class DiffVQAModel(nn.Module):
     def forward(self, main: torch.Tensor, ref: torch.Tensor, question_ids: torch.Tensor,
                 question_mask: torch.Tensor, answer_ids: torch.Tensor, answer_mask: torch.Tensor,
                 lam: float = 0.5, *, change_mask: torch.Tensor | None = None,
-                finding_labels: torch.Tensor | None = None, pair_labels: torch.Tensor | None = None) -> DiffVQAOutput:
+                finding_labels: torch.Tensor | None = None, pair_labels: torch.Tensor | None = None,
+                gt_theta: torch.Tensor | None = None) -> DiffVQAOutput:
         """Training pass: every loss term of eq. 11-18 and the total.
 
         Args:
@@ -328,6 +329,7 @@ class DiffVQAModel(nn.Module):
             change_mask: (B, H, W) ground-truth change mask (synthetic data), for the change encoder's map loss.
             finding_labels, pair_labels: (B, K, 7) and (B, 2) targets of its label heads
                 (``diffvqa_core.data.finding_labels``). Missing targets leave their terms at 0.
+            gt_theta: (B, 2, 3) the synthetic pair's pose, for the supervised pose term (``alpha_pose``).
 
         Returns:
             DiffVQAOutput with the total loss, each unweighted term, masks and logits.
@@ -340,6 +342,8 @@ class DiffVQAModel(nn.Module):
         logits = self.decode(masked, question_ids, question_mask, answer_ids, answer_mask, state)
         terms = self.loss_terms(state, masked, fused, logits, answer_ids, answer_mask)
         terms.update(self.change_terms(state, logits, change_mask, finding_labels, pair_labels))
+        terms["pose"] = (logits.new_zeros(()) if gt_theta is None or not self.config.use_registration
+                         else losses.pose_loss(state.registration.theta, gt_theta, self.config.image_size))
         return DiffVQAOutput(
             loss=self.total_loss(terms), terms=terms, theta=state.registration.theta,
             prior_mask=state.prior.union, adaptive_mask=state.adaptive.fused, fused_mask=fused, logits=logits,
@@ -418,6 +422,7 @@ class DiffVQAModel(nn.Module):
             "gram": aux * cfg.alpha_gram, "gram_mask": aux * cfg.alpha_gram,
             "koleo": aux * cfg.alpha_koleo,
             "change_mask": cfg.alpha_change_mask, "change_labels": cfg.alpha_change_labels,
+            "pose": cfg.alpha_pose if cfg.use_registration else 0.0,
         }
 
     def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -39,3 +39,39 @@ def test_the_affine_head_reads_a_pooled_grid_not_one_global_average():
     module = AffineRegistration(size=32, channels=(4, 8), pool=4)
     assert module.head.in_features == 8 * 4 * 4
     assert AffineRegistration(size=32, channels=(4, 8), pool=1).head.in_features == 8
+
+
+def test_pose_loss_is_the_corner_error_metric_and_zero_for_the_inverse_pose():
+    import pytest
+
+    from diffvqa_core.data import affine
+    from diffvqa_core.losses import pose_loss
+    from diffvqa_core.metrics import corner_displacement
+
+    rng = np.random.default_rng(0)
+    gt = np.stack([affine.random_pose(rng, max_rotation_deg=4, max_log_scale=0.05, max_shift=0.05)
+                   for _ in range(3)])
+    guess = torch.tensor(np.stack([affine.random_pose(rng, max_rotation_deg=1, max_log_scale=0.01,
+                                                      max_shift=0.01) for _ in range(3)]), requires_grad=True)
+    loss = pose_loss(guess, torch.tensor(gt), 192)
+    expected = np.mean([corner_displacement(gt[i], guess[i].detach().double().numpy(), height=192, width=192)
+                        for i in range(3)])
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
+    loss.backward()
+    assert guess.grad.abs().sum() > 0
+    inverse = torch.tensor(np.stack([affine.invert(g) for g in gt]))
+    assert pose_loss(inverse, torch.tensor(gt), 192).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_model_adds_the_pose_term_only_with_a_weight_and_a_synthetic_pose():
+    from tests.tiny_model_support import build_tiny_model
+
+    model = build_tiny_model(alpha_pose=1.0)
+    main, ref = torch.rand(2, 3, 192, 192), torch.rand(2, 3, 192, 192)
+    text = model.tokenize(["is there edema?"] * 2, ["no"] * 2)
+    args = (main, ref, text["question_ids"], text["question_mask"], text["answer_ids"], text["answer_mask"])
+    pose = torch.tensor([[[1.0, 0.05, 0.1], [-0.05, 1.0, 0.0]]] * 2)
+    with_pose, without = model(*args, gt_theta=pose), model(*args)
+    assert with_pose.terms["pose"] > 0 and without.terms["pose"] == 0
+    assert model.loss_weights()["pose"] == 1.0
+    assert build_tiny_model().loss_weights()["pose"] == 0.0

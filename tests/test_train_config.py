@@ -130,6 +130,7 @@ def test_the_paper_preset_leaves_every_departure_of_the_demo_off():
     assert TrainConfig().question_weights is None and not TrainConfig().eval_grammar and not TrainConfig().init_weights
     shipped = TrainConfig.from_yaml(CONFIG_DIR / "demo_continued.yaml")
     assert paper.difference_readout == "decoder" and shipped.model["difference_readout"] == "change_heads"
+    assert paper.alpha_pose == 0.0 and shipped.model["alpha_pose"] > 0
 
 
 def test_the_shipped_demo_continues_demo_yaml_with_a_new_change_encoder_and_the_readout():
@@ -139,5 +140,5 @@ def test_the_shipped_demo_continues_demo_yaml_with_a_new_change_encoder_and_the_
     model = {k for k, v in config["model"].items() if v != reference["model"].get(k)}
     assert changed == {"init_weights", "epochs_stage1", "epochs_stage2", "learning_rate", "output_dir"}
     assert model == {"change_encoder_weights", "difference_readout", "change_read_both_ways", "change_threshold",
-                     "lambda_start"}
+                     "lambda_start", "alpha_pose"}
     assert config["epochs_stage2"] == 0  # phi and the change encoder stay frozen: the heads that answer are pretrained

@@ -46,7 +46,8 @@ from train.run_log import RunLog
 from train.validation import validate
 from train.warm_start import load_matching_weights, own_weight_prefixes
 
-CHANGE_TARGETS = ("change_mask", "finding_labels", "pair_labels")  # what the change encoder's losses read
+# Synthetic ground truth the losses not in the paper read: the change encoder's terms, the supervised pose term.
+CHANGE_TARGETS = ("change_mask", "finding_labels", "pair_labels", "gt_theta")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
