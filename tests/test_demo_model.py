@@ -23,7 +23,7 @@ def demo():
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    """40 synthetic pairs from a seed none of the demo's data used (training set 11, change-encoder streams 0 and 3,
+    """40 synthetic pairs from a seed none of the demo's data used (training set 11, change-encoder streams 0, 3 and 5,
     their validation 1)."""
     from diffvqa_core.data.synthetic import generate_benchmark
 
@@ -92,9 +92,9 @@ def test_evaluate_runs_on_the_demo_checkpoint(data_root, tmp_path):
 # Not marked slow (about 40 analyses, ~15 s): issue 15 asks CI to check that the demo sees the change.
 def test_demo_says_what_changed_and_when_nothing_did(demo, data_root):
     """On fresh pairs the demo tells changed pairs from unchanged ones and names real changes (not a fixed
-    sentence). Measured on 242 whole-image difference questions of a fresh seed (2027, phantoms; model card): all 53
-    unchanged pairs answered "nothing has changed.", 187 of 189 changed pairs answered with a change, 89 of them
-    (47%) naming a true one. The bounds leave room for this 40-pair set's sampling."""
+    sentence). Measured on 254 whole-image difference questions of a fresh seed (3141, phantoms; model card): 45 of
+    49 unchanged pairs answered "nothing has changed.", 198 of 205 changed pairs answered with a change, 163 of them
+    (80%) naming a true one. The bounds leave room for this 40-pair set's sampling."""
     from diffvqa_core.data.layout import image_path
     from diffvqa_core.data.vocabulary import NOTHING_CHANGED
     from diffvqa_core.metrics import stated_changes
@@ -118,4 +118,4 @@ def test_demo_says_what_changed_and_when_nothing_did(demo, data_root):
     assert unchanged >= 2 and changed >= 8, (unchanged, changed)
     assert unchanged_right >= 0.8 * unchanged, (unchanged_right, unchanged)
     assert changed_said >= 0.9 * changed, (changed_said, changed)
-    assert changed_named >= 0.35 * changed, (changed_named, changed)
+    assert changed_named >= 0.5 * changed, (changed_named, changed)
