@@ -257,6 +257,8 @@ def change_label_loss(output: ChangeOutput, finding_labels: torch.Tensor, pair_l
         else:
             terms.append(F.cross_entropy(logits[keep], target[keep]))
         weights.append(LABEL_WEIGHTS.get(name, 1.0))
+    if not terms:  # nothing stated for this batch (e.g. answers that say nothing about the findings)
+        return output.finding_logits["change"].sum() * 0.0
     weight = torch.tensor(weights, dtype=terms[0].dtype, device=terms[0].device)
     return (torch.stack(terms) * weight).sum() / weight.sum()
 

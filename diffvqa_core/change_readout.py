@@ -85,3 +85,40 @@ def regional_answer(output: ChangeOutput, index: int, location: str) -> str:
     pairs = [(a, b) for a in levels for b in levels if a != b]
     before, after = pairs[int(np.argmax([before_scores[a] + after_scores[b] for a, b in pairs]))]
     return level_sentence(name, LEVEL_WORDS[before], LEVEL_WORDS[after]).strip()
+
+
+def labels_from_answer(question: str, answer: str) -> tuple[np.ndarray, np.ndarray]:
+    """The change heads' targets that a difference answer states (the inverse of the readout), for training the
+    heads on answers without synthetic ground truth, such as a reviewer's corrections.
+
+    Returns (finding rows (K, 7), pair row (2,)) in ``finding_labels``' layout, ``IGNORE`` wherever the answer is
+    silent: the whole-image form says what happened to every finding (one it does not name is unchanged; whether
+    it is present is not said), the regional form only which finding changed level; any other question, or an
+    answer outside the benchmark's grammar, states nothing.
+    """
+    from diffvqa_core.data.finding_labels import FINDING_COLUMNS, IGNORE, PAIR_COLUMNS
+    from diffvqa_core.data.grammar import difference_answer_problems, parse_difference_answer
+
+    rows = np.full((len(LABELLED_FINDINGS), len(FINDING_COLUMNS)), IGNORE, dtype=np.int64)
+    pair = np.full(len(PAIR_COLUMNS), IGNORE, dtype=np.int64)
+    form = question_form(question)
+    if form not in (WHOLE_IMAGE, REGIONAL) or difference_answer_problems(answer):
+        return rows, pair
+    column = {name: i for i, name in enumerate(FINDING_COLUMNS)}
+    text = answer.strip()
+    levels, added, missing = parse_difference_answer(text + " ") if text != "nothing has changed." else ([], [], [])
+    if form == WHOLE_IMAGE:
+        rows[:, column["change"]] = CHANGES.index("unchanged")
+    for name, before, after in levels:
+        k = LABELLED_FINDINGS.index(name)
+        rows[k, [column["present_ref"], column["present_main"]]] = 1
+        rows[k, column["level_ref"]] = LEVEL_WORDS.index(before)
+        rows[k, column["level_main"]] = LEVEL_WORDS.index(after)
+        rows[k, column["change"]] = CHANGES.index("level")
+    for names, change, ref_there in ((added, "added", 0), (missing, "missing", 1)):
+        for name in names:
+            k = LABELLED_FINDINGS.index(name)
+            rows[k, column["present_ref"]], rows[k, column["present_main"]] = ref_there, 1 - ref_there
+            rows[k, column["change"]] = CHANGES.index(change)
+    pair[PAIR_COLUMNS.index("any_change")] = int(bool(levels or added or missing))
+    return rows, pair

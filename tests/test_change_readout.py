@@ -122,3 +122,103 @@ def test_model_reads_both_ways_only_when_configured():
     assert torch.equal(state.change.tokens, forward.tokens)
     assert not torch.allclose(state.change.finding_logits["change"], forward.finding_logits["change"])
     assert not DiffVQAConfig.from_preset("paper").change_read_both_ways
+
+
+def test_labels_from_an_answer_are_what_it_states_of_each_finding():
+    import numpy as np
+
+    from diffvqa_core.change_readout import labels_from_answer
+    from diffvqa_core.data.finding_labels import FINDING_COLUMNS, IGNORE, encode_pair
+    from diffvqa_core.data.findings import first_visit, next_visit
+    from diffvqa_core.data.grammar import difference_answer
+
+    rng = np.random.default_rng(5)
+    change, present = FINDING_COLUMNS.index("change"), [FINDING_COLUMNS.index(c) for c in ("present_ref",
+                                                                                             "present_main")]
+    for _ in range(100):
+        ref = first_visit(rng)
+        main = next_visit(ref, rng)
+        truth, truth_pair = encode_pair(main, ref, "PA")
+        rows, pair = labels_from_answer(WHOLE, difference_answer(main, ref))
+        assert np.array_equal(rows[:, change], truth[:, change])
+        stated = rows[:, present] != IGNORE
+        assert np.array_equal(rows[:, present][stated], truth[:, present][stated])
+        assert pair[0] == truth_pair[0] and pair[1] == IGNORE
+    regional, _ = labels_from_answer("what has changed in the left lung area?",
+                                     "the level of pleural effusion has changed from small to moderate.")
+    effusion = LABELLED_FINDINGS.index("pleural effusion")
+    assert regional[effusion, change] == CHANGES.index("level")
+    assert (np.delete(regional, effusion, axis=0) == IGNORE).all()  # the other findings: not said
+    for question, answer in (("is there edema?", "yes"), (WHOLE, "the level of edema has changed from mild to mild.")):
+        rows, pair = labels_from_answer(question, answer)
+        assert (rows == IGNORE).all() and (pair == IGNORE).all()
+
+
+def test_a_batch_that_states_nothing_adds_no_label_loss():
+    from diffvqa_core.change import change_label_loss
+    from diffvqa_core.data.finding_labels import FINDING_COLUMNS, IGNORE
+
+    out = heads(2)
+    out.finding_logits["change"].requires_grad_(True)
+    out.pair_logits.update({c: torch.zeros(2, HEAD_SIZES[c]) for c in PAIR_COLUMNS})
+    rows = torch.full((2, len(LABELLED_FINDINGS), len(FINDING_COLUMNS)), IGNORE)
+    loss = change_label_loss(out, rows, torch.full((2, 2), IGNORE))
+    assert loss.item() == 0.0 and loss.requires_grad
+
+
+def test_fine_tune_rows_carry_the_labels_their_answers_state_when_the_heads_answer(tmp_path):
+    from diffvqa_core.data.synthetic import generate_benchmark
+    from train.batches import open_split
+    from train.finetune import TrainingRows, heads_answer
+
+    root = generate_benchmark(tmp_path / "synth", 4, seed=3, size=128, workers=1, progress=False)
+    (root / "ground_truth").rename(tmp_path / "hidden")  # as a corrections export: no synthetic ground truth
+    rows = TrainingRows([(open_split(root, None, question_types=["difference"], image_size=64, augment=False),
+                          [0, 1])])
+    assert "finding_labels" not in rows[0]
+    rows.answer_labels = True
+    again = TrainingRows.repeated(rows, 6)
+    item = again[1]
+    assert again.answer_labels and item["finding_labels"].shape == (len(LABELLED_FINDINGS), 7)
+    assert heads_answer(build_tiny_model(**CHANGE_MODEL, difference_readout="change_heads"))
+    assert not heads_answer(build_tiny_model(**CHANGE_MODEL))
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_answers_without_ground_truth_teaches_the_heads_that_answer(tmp_path):
+    """`fit --init-from` on corrections (answers only, no synthetic ground truth): when the change heads answer the
+    difference questions, the corrected answers reach them (their label loss on those rows falls). ~2 min."""
+    from diffvqa_core import DiffVQAModel
+    from diffvqa_core.change import change_label_loss
+    from diffvqa_core.change_readout import labels_from_answer
+    from diffvqa_core.data.synthetic import generate_benchmark
+    from train.__main__ import main
+    from train.answering import images_to
+    from train.batches import collate, open_split
+    from train_support import one_torch_thread
+
+    root = generate_benchmark(tmp_path / "synth", 40, seed=9, size=128, workers=1, progress=False)
+    (root / "ground_truth").rename(tmp_path / "hidden")
+    model = build_tiny_model(**CHANGE_MODEL, difference_readout="change_heads")
+    model.save_pretrained(tmp_path / "ckpt")
+    rows = open_split(root, "train", question_types=["difference"], image_size=192, augment=False)
+    batch = collate([rows[i] for i in range(min(8, len(rows)))])
+    labels = [labels_from_answer(q, a) for q, a in zip(batch["question"], batch["answer"])]
+    findings = torch.stack([torch.from_numpy(f) for f, _ in labels])
+    pairs = torch.stack([torch.from_numpy(p) for _, p in labels])
+
+    def label_loss(checkpoint) -> float:
+        trained = DiffVQAModel.from_pretrained(checkpoint)
+        with torch.no_grad():
+            main_image, ref = images_to(batch, torch.device("cpu"))
+            return change_label_loss(trained.visual_state(main_image, ref).change, findings, pairs).item()
+
+    (tmp_path / "ft.yaml").write_text("train_batch_size: 4\neval_batch_size: 4\nnum_workers: 0\n"
+                                      "eval_max_new_tokens: 6\nval_max_batches: 1\nquestion_types: [difference]\n")
+    with one_torch_thread():
+        before = label_loss(tmp_path / "ckpt")
+        assert main(["fit", "--init-from", str(tmp_path / "ckpt"), "--data-root", str(root), "--config",
+                     str(tmp_path / "ft.yaml"), "--output", str(tmp_path / "run"), "--steps", "16",
+                     "--validations", "1", "--learning-rate", "2e-3", "--device", "cpu"]) == 0
+        after = label_loss(tmp_path / "run" / "last")
+    assert after < 0.8 * before, (before, after)

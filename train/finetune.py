@@ -24,6 +24,10 @@ What it takes from the checkpoint and what it changes:
   seeded sample of that folder's train split) so the model does not forget what it knew. Ground-truth
   targets of synthetic data are dropped when only one part has them.
 
+When the checkpoint's change heads answer the difference questions (``difference_readout: change_heads``, not
+in the paper), rows without synthetic labels get the labels their (corrected) answer states
+(``change_readout.labels_from_answer``), so that a correction reaches the part that answers.
+
 Before and after, the answer loss (the ``lm`` term: the corrected answers under teacher forcing) on the
 training and validation rows is printed.
 """
@@ -79,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(checkpoint)
         config = finetune_config(checkpoint, model, args)
         train_set, val_set = open_sets(config, args)
+        train_set.answer_labels = heads_answer(model)
         config = dataclasses.replace(config, epoch_samples=_epoch_rows(config, args))
         train_set = TrainingRows.repeated(train_set, config.epoch_samples)
         before = _losses(model, train_set, val_set, config)
@@ -151,6 +156,13 @@ def finetune_config(checkpoint: Path, model, args: argparse.Namespace) -> TrainC
     return TrainConfig.from_dict(settings, source="fine-tune settings")
 
 
+def heads_answer(model) -> bool:
+    """Whether the model's change heads answer difference questions and train on their labels, so that a
+    corrected difference answer must reach them (``difference_readout: change_heads``, not in the paper)."""
+    cfg = model.config
+    return cfg.change_encoder and cfg.difference_readout == "change_heads" and cfg.alpha_change_labels > 0
+
+
 def _demo_checkpoint() -> Path:
     from diffvqa_core.pipeline import DEMO_CHECKPOINT
 
@@ -204,6 +216,9 @@ class TrainingRows(Dataset):
         truth = {bool(getattr(d, "has_ground_truth", False)) for d in self.parts}
         self.has_ground_truth = truth == {True}
         self.drop = GROUND_TRUTH_KEYS if len(truth) > 1 else ()
+        # A model whose change heads answer the difference questions (difference_readout) learns a corrected
+        # difference answer through them: rows without synthetic labels get the labels their answer states.
+        self.answer_labels = False
 
     @classmethod
     def repeated(cls, rows: TrainingRows, at_least: int) -> TrainingRows:
@@ -211,15 +226,22 @@ class TrainingRows(Dataset):
         parts = [(d, []) for d in rows.parts]
         for p, i in rows.index[: rows.unique_rows]:
             parts[p][1].append(i)
-        return cls(parts, copies=max(1, math.ceil(at_least / max(rows.unique_rows, 1))))
+        repeated = cls(parts, copies=max(1, math.ceil(at_least / max(rows.unique_rows, 1))))
+        repeated.answer_labels = rows.answer_labels
+        return repeated
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         part, row = self.index[index]
-        item = self.parts[part][row]
-        return {k: v for k, v in item.items() if k not in self.drop}
+        item = {k: v for k, v in self.parts[part][row].items() if k not in self.drop}
+        if self.answer_labels and "finding_labels" not in item:
+            from diffvqa_core.change_readout import labels_from_answer
+
+            findings, pair = labels_from_answer(item["question"], item["answer"])
+            item["finding_labels"], item["pair_labels"] = torch.from_numpy(findings), torch.from_numpy(pair)
+        return item
 
 
 @torch.no_grad()
