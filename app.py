@@ -238,9 +238,11 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
         picking = ui["example"].input(h.pick_example, [ui["example"], ui["question"], *display],
                             [ui[name] for name in (*EXAMPLE, *SCREEN, *REVIEW)], api_visibility="private",
                             cancels=pending)
+        # always_last: an upload while the other film's event still runs is answered after it with both films (the
+        # default, "once", dropped it and left "Choose both films" beside two films; seen under load)
         uploading = gr.on([ui["main_file"].upload, ui["main_file"].clear, ui["ref_file"].upload, ui["ref_file"].clear],
                           h.inputs_changed, [*files, *display], [ui["example"], ui["attribution"], *screen, *review],
-              api_visibility="private", cancels=pending)
+                          api_visibility="private", trigger_mode="always_last", cancels=pending)
         asking = ui["question"].input(h.question_changed, [ui["example"], ui["question"], *files, *display],
                              [ui["attribution"], *screen, *review], api_visibility="private",
                              trigger_mode="always_last", cancels=pending)
