@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffvqa_core.data.finding_labels import (CHANGES, FINDING_COLUMNS, HEAD_SIZES, IGNORE, LABELLED_FINDINGS,
-                                              LOCATIONS, PAIR_COLUMNS, TYPES)
+from diffvqa_core.data.finding_labels import (BACKWARDS_CHANGES, BACKWARDS_COLUMNS, CHANGES, FINDING_COLUMNS,
+                                              HEAD_SIZES, IGNORE, LABELLED_FINDINGS, LOCATIONS, PAIR_COLUMNS,
+                                              TYPES)
 from diffvqa_core.data.findings import CATALOGUE
 from diffvqa_core.data.vocabulary import LEVEL_WORDS
 
@@ -164,11 +165,6 @@ class ChangeEncoder(nn.Module):
         )
 
 
-# Head columns that trade places when a pair is read backwards (the reference as the main visit).
-_MIRRORED_COLUMNS = {"present_ref": "present_main", "present_main": "present_ref",
-                     "level_ref": "level_main", "level_main": "level_ref"}
-
-
 def read_both_ways(encoder: ChangeEncoder, ref: torch.Tensor, registered_main: torch.Tensor) -> ChangeOutput:
     """The pair read forwards and backwards, the heads' logits averaged (not in the paper).
 
@@ -181,17 +177,14 @@ def read_both_ways(encoder: ChangeEncoder, ref: torch.Tensor, registered_main: t
     """
     forward = encoder(ref, registered_main)
     backward = encoder(registered_main, ref)
-    added, missing = CHANGES.index("added"), CHANGES.index("missing")
-    order = list(range(len(CHANGES)))
-    order[added], order[missing] = missing, added
     findings = {}
     for column, logits in forward.finding_logits.items():
         if column == "type":
             findings[column] = logits
             continue
-        mirrored = backward.finding_logits[_MIRRORED_COLUMNS.get(column, column)]
+        mirrored = backward.finding_logits[BACKWARDS_COLUMNS.get(column, column)]
         if column == "change":
-            mirrored = mirrored[..., order]
+            mirrored = mirrored[..., list(BACKWARDS_CHANGES)]
         findings[column] = (logits + mirrored) / 2
     pair = {column: (logits + backward.pair_logits[column]) / 2 for column, logits in forward.pair_logits.items()}
     return ChangeOutput(forward.mask_logits, forward.tokens, findings, pair)
@@ -316,4 +309,3 @@ def read_findings(output: ChangeOutput, unchanged_below: float | None = None) ->
             if main_there:
                 row[5] = _best(logits["type"][b, k], types)
     return rows
-

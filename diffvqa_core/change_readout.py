@@ -25,7 +25,7 @@ from diffvqa_core.change import ChangeOutput, read_findings
 from diffvqa_core.data.finding_labels import CHANGES, LABELLED_FINDINGS, LOCATIONS, decode_pair
 from diffvqa_core.data.findings import CATALOGUE
 from diffvqa_core.data.grammar import difference_answer, level_sentence
-from diffvqa_core.data.vocabulary import LEVEL_WORDS, QUESTION_TEMPLATES
+from diffvqa_core.data.vocabulary import LEVEL_WORDS, NOTHING_CHANGED, QUESTION_TEMPLATES
 
 WHOLE_IMAGE, REGIONAL = ("difference", 0), ("difference", 1)
 _REGION = re.compile(re.escape(QUESTION_TEMPLATES["difference"][1]).replace(re.escape("{region}"), "(.+)"),
@@ -106,7 +106,7 @@ def labels_from_answer(question: str, answer: str) -> tuple[np.ndarray, np.ndarr
         return rows, pair
     column = {name: i for i, name in enumerate(FINDING_COLUMNS)}
     text = answer.strip()
-    levels, added, missing = parse_difference_answer(text + " ") if text != "nothing has changed." else ([], [], [])
+    levels, added, missing = parse_difference_answer(text + " ") if text != NOTHING_CHANGED else ([], [], [])
     if form == WHOLE_IMAGE:
         rows[:, column["change"]] = CHANGES.index("unchanged")
     for name, before, after in levels:

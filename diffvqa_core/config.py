@@ -127,11 +127,12 @@ class DiffVQAConfig:
     adaptive_mask_source: str = "tokens"  # "tokens": F of eq. 5-6; "change_encoder": F is its change map
     alpha_change_mask: float = 0.0  # weight of the change map's BCE against the ground-truth change mask
     alpha_change_labels: float = 0.0  # weight of its per-finding label losses (diffvqa_core.data.finding_labels)
-    # Not in the paper: "change_heads" answers the whole-image difference question ("what has changed compared
-    # to the reference image?") with the change encoder's own reading of the pair (its per-finding heads, written
-    # in the benchmark's grammar: diffvqa_core.change.read_findings) instead of the decoder's text; the decoder
-    # still answers every other question. On fresh phantom pairs the heads named the changes with F1 0.49-0.51
-    # where the decoder reading their tokens wrote 0.35 (MODEL_CARD.md). "decoder" = the paper.
+    # Not in the paper: "change_heads" answers both difference question forms ("what has changed compared to the
+    # reference image?", "what has changed in the {region} area?") with the change encoder's own reading of the
+    # pair (its per-finding heads, written in the benchmark's grammar: diffvqa_core.change_readout) instead of the
+    # decoder's text; the decoder still answers every other question. On fresh phantom pairs the heads named the
+    # changes with F1 0.49-0.51 where the decoder reading their tokens wrote 0.35 (MODEL_CARD.md). "decoder" = the
+    # paper.
     difference_readout: str = "decoder"
     # With "change_heads": a finding is read as changed when its change head gives "unchanged" a probability
     # below this (the heads' prior favours "unchanged" ~9:1; chosen on a development seed, never the test one).

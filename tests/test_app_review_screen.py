@@ -269,7 +269,9 @@ def test_a_ct_slice_is_refused_before_and_at_analyse(page, running: RunningApp) 
 
     ct = get_testdata_file("CT_small.dcm", download=False)
     if ct is None:
-        pytest.skip("pydicom's test files are not installed")
+        from feedback_support import missing
+
+        missing("pydicom's test files are not installed", "DIFFVQA_REQUIRE_DICOM_CASES")
     set_film(page, "ref-file", _real(running).ref)
     settle(page)  # one upload's event at a time, as a person uploads (on a loaded machine they can finish out of turn)
     set_film(page, "main-file", Path(ct))

@@ -290,7 +290,9 @@ def _pydicom_file(name: str) -> Path:
 
     path = get_testdata_file(name, download=False)
     if path is None:
-        pytest.skip(f"pydicom test file {name} is not installed")
+        from feedback_support import missing
+
+        missing(f"pydicom test file {name} is not installed", "DIFFVQA_REQUIRE_DICOM_CASES")
     return Path(path)
 
 

@@ -88,6 +88,12 @@ def encode_pair(main, ref, view: str) -> tuple[np.ndarray, np.ndarray]:
     return rows, np.array([int(changed), VIEWS.index(view)], dtype=np.int64)
 
 
+# A pair read backwards (the reference as the main visit): these columns trade places, and so do these changes.
+BACKWARDS_COLUMNS = {"present_ref": "present_main", "present_main": "present_ref",
+                     "level_ref": "level_main", "level_main": "level_ref"}
+BACKWARDS_CHANGES = tuple(CHANGES.index({"added": "missing", "missing": "added"}.get(c, c)) for c in CHANGES)
+
+
 def reverse_pair(rows: np.ndarray) -> np.ndarray:
     """Finding rows (..., K, 7) of a pair -> the rows of the same pair read backwards (the reference as the main
     visit and the main as the reference): presence and levels trade places, added and missing trade places.
@@ -98,13 +104,12 @@ def reverse_pair(rows: np.ndarray) -> np.ndarray:
     column = {name: i for i, name in enumerate(FINDING_COLUMNS)}
     rows = np.asarray(rows)
     out = rows.copy()
-    for a, b in (("present_ref", "present_main"), ("level_ref", "level_main")):
-        out[..., column[a]], out[..., column[b]] = rows[..., column[b]], rows[..., column[a]]
+    for a, b in BACKWARDS_COLUMNS.items():
+        out[..., column[a]] = rows[..., column[b]]
     in_both = (rows[..., column["present_ref"]] == 1) & (rows[..., column["present_main"]] == 1)
     out[..., column["type"]] = np.where(in_both, rows[..., column["type"]], IGNORE)
     change = rows[..., column["change"]]
-    added, missing = CHANGES.index("added"), CHANGES.index("missing")
-    out[..., column["change"]] = np.where(change == added, missing, np.where(change == missing, added, change))
+    out[..., column["change"]] = np.where(change == IGNORE, IGNORE, np.asarray(BACKWARDS_CHANGES)[change])
     return out
 
 
