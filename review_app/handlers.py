@@ -481,7 +481,7 @@ def _as_png_files(value: Any, folder: Path, name: str) -> Any:
         return tuple(_as_png_files(v, folder, f"{name}-{i}") for i, v in enumerate(value))
     if isinstance(value, np.ndarray):
         path = folder / f"{name}.png"
-        Image.fromarray(value).save(path, format="PNG")
+        Image.fromarray(value).save(path, format="PNG", compress_level=1)  # 4x faster than the default 6
         return str(path)
     return value
 

@@ -50,19 +50,22 @@ class OnlinePairs(IterableDataset):
         background_fraction: probability that a patient's anatomy is one of ``backgrounds`` (else a phantom).
         augment: independent brightness / contrast / sharpness jitter per visit (as in training).
         residual: apply a small random residual pose to the registered main.
+        residual_scale: size of that residual in multiples of ``RESIDUAL_POSE`` (~1 px at the corners).
         offset: first patient index (keeps validation streams apart from training ones).
         limit: stop after this many pairs (per worker share); None = endless.
     """
 
     def __init__(self, seed: int, image_size: int, *, generation_size: int | Sequence[int] = 256,
                  backgrounds: Sequence[str] = (), background_fraction: float = 0.0, augment: bool = True,
-                 residual: bool = True, offset: int = 0, limit: int | None = None) -> None:
+                 residual: bool = True, residual_scale: float = 1.0, offset: int = 0,
+                 limit: int | None = None) -> None:
         if background_fraction > 0 and not backgrounds:
             raise ValueError("background_fraction > 0 needs background images")
         self.seed, self.image_size = seed, image_size
         self.generation_sizes = [generation_size] if isinstance(generation_size, int) else list(generation_size)
         self.backgrounds, self.background_fraction = list(backgrounds), background_fraction
         self.augment, self.residual, self.offset, self.limit = augment, residual, offset, limit
+        self.residual_pose = {name: largest * residual_scale for name, largest in RESIDUAL_POSE.items()}
 
     def patient(self, index: int):
         """Patient ``index`` of this stream (2-4 studies), on a phantom or on a real background."""
@@ -80,7 +83,7 @@ class OnlinePairs(IterableDataset):
         for ref, main in zip(patient.visits, patient.visits[1:]):
             to_reference = affine.invert(pair_pose(main, ref))
             if self.residual:
-                to_reference = affine.compose(to_reference, affine.random_pose(rng, **RESIDUAL_POSE))
+                to_reference = affine.compose(to_reference, affine.random_pose(rng, **self.residual_pose))
             main_image = _film(main.film, self.image_size)
             registered = warp(main_image[None], torch.tensor(to_reference, dtype=torch.float32)[None])[0]
             ref_image = _film(ref.film, self.image_size)
