@@ -261,18 +261,20 @@ def _best(logits: np.ndarray, allowed: list[int]) -> int:
 
 
 @torch.no_grad()
-def read_findings(output: ChangeOutput, unchanged_below: float | None = None) -> np.ndarray:
+def read_findings(output: ChangeOutput, unchanged_below: float | torch.Tensor | None = None) -> np.ndarray:
     """The change encoder's reading of each pair as label rows (B, K, 7) (``finding_labels.decode_pair`` reads
     them back into findings): the change head decides added / missing / level / unchanged (its most probable
-    class; with ``unchanged_below``, "unchanged" exactly when its probability is at least that, else the most
-    probable of the other three), the presence heads
+    class; with ``unchanged_below`` (one threshold, or one per pair), "unchanged" exactly when its probability is
+    at least that, else the most probable of the other three), the presence heads
     decide whether an unchanged finding is there, and levels, locations and types are the best of the words
     the generator allows for that finding (a level change picks the best pair of two different levels).
     """
     logits = {c: output.finding_logits[c].float().cpu().numpy() for c in FINDING_COLUMNS}
     if unchanged_below is not None:
         change = output.finding_logits["change"].float().cpu().clone()  # never the output itself
-        unchanged = torch.softmax(change, dim=-1)[..., CHANGES.index("unchanged")] >= unchanged_below
+        below = torch.as_tensor(unchanged_below, dtype=change.dtype)
+        below = below.reshape(-1, 1) if below.ndim else below  # one per pair: (B, 1) against (B, K)
+        unchanged = torch.softmax(change, dim=-1)[..., CHANGES.index("unchanged")] >= below
         forced = torch.full_like(change, float("-inf"))
         forced[..., CHANGES.index("unchanged")] = 0.0
         change[..., CHANGES.index("unchanged")] = float("-inf")

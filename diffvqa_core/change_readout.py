@@ -7,7 +7,9 @@ does from the same encoder's tokens (MODEL_CARD.md). This module writes those an
 question forms:
 
 - "what has changed compared to the reference image?": every finding read as changed (``read_findings``, with the
-  change threshold), as level sentences, additions and removals;
+  change threshold), as level sentences, additions and removals; with a pair gate (``change_gate``), the pair
+  head's P(any change) decides whether anything changed, and a pair it calls changed names at least its most
+  likely change;
 - "what has changed in the {region} area?": the benchmark asks it when a finding located there (never bilateral)
   changed level, and answers that one level sentence; the reading names the finding allowed in that region whose
   level most likely changed there, with the most likely pair of two different levels.
@@ -33,11 +35,17 @@ _REGION = re.compile(re.escape(QUESTION_TEMPLATES["difference"][1]).replace(re.e
 _SIDES = {"left lung": "left", "right lung": "right"}  # the benchmark's region for a one-sided finding
 
 
-def answers_from_heads(output: ChangeOutput, questions: list[str], unchanged_below: float) -> list[str | None]:
+def answers_from_heads(output: ChangeOutput, questions: list[str], unchanged_below: float,
+                       any_change_from: float | None = None) -> list[str | None]:
     """The heads' answer to each question of the batch (row i of ``output`` is question i's pair), or None for a
-    question that is not one of the two difference forms."""
+    question that is not one of the two difference forms. ``any_change_from``: the pair gate (``gated_thresholds``)."""
     forms = [question_form(q) for q in questions]
-    whole = difference_answers(output, unchanged_below) if WHOLE_IMAGE in forms else []
+    if WHOLE_IMAGE in forms:
+        thresholds = unchanged_below if any_change_from is None else gated_thresholds(output, unchanged_below,
+                                                                                      any_change_from)
+        whole = difference_answers(output, thresholds)
+    else:
+        whole = []
     out: list[str | None] = []
     for i, (question, form) in enumerate(zip(questions, forms)):
         if form == WHOLE_IMAGE:
@@ -49,9 +57,26 @@ def answers_from_heads(output: ChangeOutput, questions: list[str], unchanged_bel
     return out
 
 
-def difference_answers(output: ChangeOutput, unchanged_below: float | None = None) -> list[str]:
+def difference_answers(output: ChangeOutput, unchanged_below: float | torch.Tensor | None = None) -> list[str]:
     """The whole-image difference answer of every pair (``read_findings`` in the benchmark's grammar), stripped."""
     return [difference_answer(*decode_pair(rows)).strip() for rows in read_findings(output, unchanged_below)]
+
+
+@torch.no_grad()
+def gated_thresholds(output: ChangeOutput, unchanged_below: float, any_change_from: float) -> torch.Tensor:
+    """Per-pair change thresholds (B,) for ``read_findings`` under the pair gate (not in the paper).
+
+    A pair whose ``any_change`` head gives P(any change) below ``any_change_from`` reads every finding as unchanged
+    (threshold 0: "nothing has changed."); a pair at or above it reads its findings with ``unchanged_below``, raised
+    for that pair just above its lowest P(unchanged) when no finding would pass, so that its most likely change is
+    named rather than "nothing has changed.".
+    """
+    p_unchanged = torch.softmax(output.finding_logits["change"].float().cpu(), dim=-1)[..., CHANGES.index("unchanged")]
+    changed = torch.sigmoid(output.pair_logits["any_change"].float().cpu().reshape(-1)) >= any_change_from
+    lowest = p_unchanged.min(dim=1).values
+    naming_one = torch.nextafter(lowest, torch.ones_like(lowest))  # the lowest is then below it: read as changed
+    thresholds = torch.maximum(torch.full_like(lowest, unchanged_below), naming_one)
+    return torch.where(changed, thresholds, torch.zeros_like(lowest))
 
 
 def question_region(question: str) -> str:

@@ -141,6 +141,11 @@ class DiffVQAConfig:
     # and average the two readings (diffvqa_core.change.read_both_ways); for an encoder pretrained on pairs read
     # both ways. Change map and tokens stay the forward pass's.
     change_read_both_ways: bool = False
+    # Not in the paper: with "change_heads", the pair head's P(any change) decides whether the whole-image question
+    # is answered "nothing has changed." (below this) or names changes (at least the most likely one); None = the
+    # per-finding threshold alone decides. On development phantoms it raised the precision of "nothing has
+    # changed." where findings too faint for their own head went unnamed (MODEL_CARD.md).
+    change_gate: float | None = None
 
     # The paper's three ambiguous points; see diffvqa_core.losses for the reasons behind each default.
     mask_gate: str = "encoded_mask"  # gate of L_mask: phi(M) tokens, or M average-pooled to the token grid
@@ -163,6 +168,10 @@ class DiffVQAConfig:
                              f"got {self.difference_readout!r}")
         if not 0.0 < self.change_threshold < 1.0:
             raise ValueError(f"change_threshold must lie in (0, 1), got {self.change_threshold}")
+        if self.change_gate is not None and not 0.0 < self.change_gate < 1.0:
+            raise ValueError(f"change_gate must lie in (0, 1) or be None, got {self.change_gate}")
+        if self.change_gate is not None and self.difference_readout != "change_heads":
+            raise ValueError("change_gate gates the change heads' answers: it needs difference_readout: change_heads")
         needs_encoder = (self.reference_tokens == "change_tokens" or self.adaptive_mask_source == "change_encoder"
                          or self.difference_readout == "change_heads" or self.change_read_both_ways
                          or self.alpha_change_mask

@@ -491,7 +491,8 @@ class DiffVQAModel(nn.Module):
         fused = self.fuse(state.prior.union, state.adaptive.fused, lam)
         heads: list[str | None] = [None] * len(questions)
         if readout and self.config.difference_readout == "change_heads" and state.change is not None:
-            heads = answers_from_heads(state.change, questions, self.config.change_threshold)
+            heads = answers_from_heads(state.change, questions, self.config.change_threshold,
+                                       self.config.change_gate)
         read = [h is not None for h in heads]
         if all(read):  # nothing left for the decoder
             return AnswerOutput([h for h in heads if h is not None], fused, read)

@@ -45,6 +45,24 @@ def test_whole_image_answer_names_what_the_heads_read_and_the_threshold_decides(
     assert said == ["the main image has an additional finding of edema than the reference image.", None]
 
 
+def test_the_pair_gate_decides_whether_anything_changed_and_then_names_the_likeliest_change():
+    out = heads(3)
+    edema, effusion = LABELLED_FINDINGS.index("edema"), LABELLED_FINDINGS.index("pleural effusion")
+    change = out.finding_logits["change"]
+    change[0, edema] = torch.log(torch.tensor([0.2, 0.78, 0.01, 0.01]))  # clearly added, but the gate says no
+    change[1, edema] = torch.log(torch.tensor([0.8, 0.18, 0.01, 0.01]))  # below the threshold, gate says yes
+    change[1, effusion] = torch.log(torch.tensor([0.9, 0.01, 0.08, 0.01]))  # less likely than edema
+    change[2] = change[1]
+    out.pair_logits["any_change"] = torch.logit(torch.tensor([[0.1], [0.9], [0.3]]))
+    ungated = answers_from_heads(out, [WHOLE] * 3, 0.7)
+    assert ungated == ["the main image has an additional finding of edema than the reference image.",
+                       NOTHING_CHANGED, NOTHING_CHANGED]
+    gated = answers_from_heads(out, [WHOLE] * 3, 0.7, any_change_from=0.5)
+    assert gated == [NOTHING_CHANGED, "the main image has an additional finding of edema than the reference image.",
+                     NOTHING_CHANGED]
+    assert answers_from_heads(out, [WHOLE] * 3, 0.7, any_change_from=0.05) == [ungated[0], gated[1], gated[1]]
+
+
 def test_regional_answer_is_the_level_change_of_a_finding_in_that_region():
     out = heads()
     effusion = LABELLED_FINDINGS.index("pleural effusion")
@@ -83,6 +101,11 @@ def test_readout_is_off_in_the_paper_and_needs_a_change_encoder():
         dataclasses.replace(tiny, difference_readout="heads")
     with pytest.raises(ValueError, match="change_threshold"):
         dataclasses.replace(tiny, **CHANGE_MODEL, difference_readout="change_heads", change_threshold=1.0)
+    assert DiffVQAConfig.from_preset("paper").change_gate is None
+    with pytest.raises(ValueError, match="change_gate"):
+        dataclasses.replace(tiny, **CHANGE_MODEL, difference_readout="change_heads", change_gate=1.5)
+    with pytest.raises(ValueError, match="difference_readout"):
+        dataclasses.replace(tiny, **CHANGE_MODEL, change_gate=0.5)
 
 
 def test_review_status_says_when_the_change_heads_read_the_answer():
