@@ -8,9 +8,13 @@ Okabe-Ito palette, told apart with the common colour-vision deficiencies; every 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:  # matplotlib is imported when the first chart is drawn: ~1 s less at the app's start
+    from matplotlib.figure import Figure
 
 BACKGROUND = "#0f172a"
 """Gradio's dark panel colour (slate 900), so a chart sits in the page without a white box."""
@@ -29,6 +33,8 @@ WIDTH = 7.2
 
 
 def _figure(rows: int, min_height: float = 2.6) -> tuple[Figure, object]:
+    from matplotlib.figure import Figure
+
     height = max(min_height, 0.9 + 0.34 * rows)
     figure = Figure(figsize=(WIDTH, height), dpi=100, facecolor=BACKGROUND, layout="constrained")
     axes = figure.add_subplot()
