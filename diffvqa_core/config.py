@@ -67,6 +67,11 @@ class DiffVQAConfig:
     registration_size: int = 128
     registration_channels: tuple[int, ...] = (16, 32, 64, 64)
     registration_pool: int = 4  # not in the paper: side of the pooled grid the affine head reads
+    # Not in the paper: a `python -m train pretrain-registration` output (the registration trained alone against the
+    # generator's pose on fresh pairs, half on real films), loaded when the model is built; its shape must be the
+    # three fields above. Trained only inside the model, the demo's registration left 63% of the pose difference on
+    # held-out real films (MODEL_CARD.md).
+    registration_weights: str | None = None
 
     # Adaptive mask (eq. 5-6).
     mask_head_hidden: int = 256  # width of the 3-layer MLP g
@@ -227,14 +232,14 @@ class DiffVQAConfig:
         """Returns a copy with every pretrained flag off: the same architecture, built offline."""
         return dataclasses.replace(
             self, image_encoder_pretrained=False, prior_pretrained=False, decoder_pretrained=False,
-            change_encoder_weights=None,
+            change_encoder_weights=None, registration_weights=None,
         )
 
     @property
     def uses_pretrained_weights(self) -> bool:
         """Whether building this config loads any pretrained part."""
         return (self.image_encoder_pretrained or self.prior_pretrained or self.decoder_pretrained
-                or bool(self.change_encoder_weights))
+                or bool(self.change_encoder_weights) or bool(self.registration_weights))
 
 
 def available_presets() -> list[str]:

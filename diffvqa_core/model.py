@@ -41,7 +41,8 @@ from diffvqa_core.decoder import AnswerDecoder, Prefix
 from diffvqa_core.encoders import ImageEncoder, QuestionEncoder
 from diffvqa_core.masks import (AdaptiveMaps, AdaptiveMaskHead, DinoPrior, GatedFusionHead, PriorMaps,
                                 fuse_masks, processor_statistics, resize_mask)
-from diffvqa_core.registration import AffineRegistration, identity_theta, warp
+from diffvqa_core.registration import WEIGHTS_FILE as REGISTRATION_WEIGHTS_FILE
+from diffvqa_core.registration import AffineRegistration, identity_theta, read_registration_shape, warp
 from diffvqa_core.tokenizer import load_tokenizer
 
 CONFIG_FILE = "config.json"
@@ -156,8 +157,7 @@ class DiffVQAModel(nn.Module):
         build = config if load_pretrained_parts else config.random_init()
         self.decoder = AnswerDecoder(build, self.tokenizer, pretrained=build.decoder_pretrained)
         width = self.decoder.width
-        self.registration = AffineRegistration(config.registration_size, config.registration_channels,
-                                               config.registration_pool)
+        self.registration = self._build_registration(load_pretrained_parts)
         self.image_encoder = ImageEncoder(build, width, pretrained=build.image_encoder_pretrained)
         self.prior = DinoPrior(build, pretrained=build.prior_pretrained)
         self.mask_head = AdaptiveMaskHead(width, config.mask_head_hidden)
@@ -171,6 +171,20 @@ class DiffVQAModel(nn.Module):
                 config, change_encoder_shape=dataclasses.asdict(self.change_encoder.config))
             token_width = self.change_encoder.config.token_width
             self.change_projection = nn.Sequential(nn.Linear(token_width, width), nn.GELU(), nn.Linear(width, width))
+
+    def _build_registration(self, load_pretrained_parts: bool) -> AffineRegistration:
+        """The registration of the config's shape, with the weights of ``registration_weights`` when given."""
+        cfg = self.config
+        shape = {"registration_size": cfg.registration_size, "registration_channels": cfg.registration_channels,
+                 "registration_pool": cfg.registration_pool}
+        registration = AffineRegistration(cfg.registration_size, cfg.registration_channels, cfg.registration_pool)
+        if load_pretrained_parts and cfg.registration_weights:
+            saved = read_registration_shape(cfg.registration_weights)
+            if saved != shape:
+                raise ValueError(f"the registration in {cfg.registration_weights} has the shape {saved}; the config "
+                                 f"asks for {shape}")
+            load_model(registration, str(Path(cfg.registration_weights) / REGISTRATION_WEIGHTS_FILE))
+        return registration
 
     def _build_change_encoder(self, load_pretrained_parts: bool) -> ChangeEncoder:
         """The change encoder: loaded from ``change_encoder_weights`` when given (its shape must match a shape

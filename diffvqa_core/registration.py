@@ -11,7 +11,9 @@ coordinates run from -1 (left / top) to +1 (right / bottom).
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 IDENTITY_THETA = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+WEIGHTS_FILE = "model.safetensors"
+SHAPE_FILE = "registration.json"
+"""Files of a ``python -m train pretrain-registration`` output: the state dict and the shape it was built with."""
 
 
 class AffineRegistration(nn.Module):
@@ -60,6 +65,24 @@ class AffineRegistration(nn.Module):
         pair = F.interpolate(pair, size=(self.size, self.size), mode="bilinear", align_corners=False,
                              antialias=True)
         return self.head(self.features(pair)).view(-1, 2, 3)  # (B, 2, 3)
+
+
+def read_registration_shape(directory: str | Path) -> dict:
+    """The shape stored beside pretrained registration weights: ``registration_size``, ``registration_channels``
+    (a tuple) and ``registration_pool``, as the config fields of the same names.
+
+    Raises:
+        FileNotFoundError: when the folder lacks the shape or the weights (naming the file).
+    """
+    directory = Path(directory)
+    for name in (SHAPE_FILE, WEIGHTS_FILE):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"{directory / name} not found: not a `python -m train pretrain-registration` "
+                                    "output")
+    shape = json.loads((directory / SHAPE_FILE).read_text(encoding="utf-8"))
+    return {"registration_size": int(shape["registration_size"]),
+            "registration_channels": tuple(int(c) for c in shape["registration_channels"]),
+            "registration_pool": int(shape["registration_pool"])}
 
 
 def identity_theta(batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -75,3 +75,41 @@ def test_model_adds_the_pose_term_only_with_a_weight_and_a_synthetic_pose():
     assert with_pose.terms["pose"] > 0 and without.terms["pose"] == 0
     assert model.loss_weights()["pose"] == 1.0
     assert build_tiny_model().loss_weights()["pose"] == 0.0
+
+
+def test_pretrain_registration_writes_weights_the_model_loads_and_a_warm_start_keeps(tmp_path):
+    """`python -m train pretrain-registration` (not in the paper): a few steps on fresh pairs, scored as the share
+    of the corner error left; `registration_weights` loads exactly those weights, of the config's shape only."""
+    import json
+
+    import pytest
+    from safetensors.torch import load_file
+
+    from train.__main__ import main as train_main
+    from train.warm_start import load_matching_weights, own_weight_prefixes
+    from tests.tiny_model_support import build_tiny_model
+
+    out = tmp_path / "registration"
+    assert train_main(["pretrain-registration", "--out", str(out), "--steps", "4", "--batch-size", "4",
+                       "--image-size", "64", "--size", "64", "--channels", "8", "16", "32",
+                       "--generation-size", "96", "--val-pairs", "6", "--eval-every", "2", "--lr", "1e-2",
+                       "--workers", "0", "--threads", "1"]) == 0
+    log = json.loads((out / "training_log.json").read_text())
+    assert [h["step"] for h in log["history"]] == [2, 4]
+    assert log["history"][-1]["phantom_error_left"] > 0 and "real_error_left" not in log["history"][-1]
+    saved = load_file(str(out / "model.safetensors"))
+    assert not torch.equal(saved["head.bias"], torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))  # it trained
+
+    model = build_tiny_model(registration_weights=str(out))  # the tiny preset's shape: 64 px, (8, 16, 32), pool 4
+    assert all(torch.equal(model.registration.state_dict()[k], v) for k, v in saved.items())
+    assert own_weight_prefixes(model) == ("registration.",)
+    trained = build_tiny_model()
+    trained.save_pretrained(tmp_path / "trained")
+    report = load_matching_weights(model, tmp_path / "trained", keep=own_weight_prefixes(model))
+    assert report["kept"] and all(name.startswith("registration.") for name in report["kept"])
+    assert torch.equal(model.registration.head.bias, saved["head.bias"])
+    assert own_weight_prefixes(trained) == ()
+    with pytest.raises(ValueError, match="shape"):
+        build_tiny_model(registration_weights=str(out), registration_size=32)
+    with pytest.raises(FileNotFoundError, match="registration.json"):
+        build_tiny_model(registration_weights=str(tmp_path))

@@ -18,6 +18,8 @@ COMMANDS = {
     "pretrain-prior": ("train.pretrain_prior", "DINO self-distillation of a small ViT prior"),
     "pretrain-encoder": ("train.pretrain_encoder", "finding classification pretraining of the image encoder"),
     "pretrain-change": ("train.pretrain_change", "the change encoder (not in the paper) on fresh synthetic pairs"),
+    "pretrain-registration": ("train.pretrain_registration",
+                              "the affine registration alone, against the generator's pose (not in the paper)"),
     "export": ("train.export", "copy a checkpoint for shipping, weights stored in float16"),
     "results-table": ("train.results_table", "markdown results table from `evaluate` outputs"),
     "probe-changes": ("train.probe_changes", "linear probe: how much 'what changed' a model's features carry"),

@@ -35,7 +35,7 @@ class TrainConfig:
 
     # Not in the paper: start every parameter whose name and shape match from this trained checkpoint ("demo" =
     # the bundled one); the rest (parts the checkpoint lacks) start as usual, and a change encoder loaded from
-    # change_encoder_weights keeps those weights. Ignored on --resume.
+    # change_encoder_weights (registration_weights) keeps those weights. Ignored on --resume.
     init_weights: str | None = None
 
     # Data: the benchmark's root directory (mimic_pair_questions.csv, mimic_all.csv, files/).

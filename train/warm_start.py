@@ -60,5 +60,7 @@ def load_matching_weights(model: torch.nn.Module, checkpoint: str | Path,
 
 def own_weight_prefixes(model) -> tuple[str, ...]:
     """Parameter-name prefixes of the parts a model config loads from their own weights (a warm start keeps them):
-    the change encoder when ``change_encoder_weights`` names a ``pretrain-change`` output."""
-    return ("change_encoder.",) if model.config.change_encoder and model.config.change_encoder_weights else ()
+    the change encoder when ``change_encoder_weights`` names a ``pretrain-change`` output, the registration when
+    ``registration_weights`` names a ``pretrain-registration`` output."""
+    own = ("change_encoder.",) if model.config.change_encoder and model.config.change_encoder_weights else ()
+    return own + (("registration.",) if model.config.registration_weights else ())
