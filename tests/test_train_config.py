@@ -131,14 +131,22 @@ def test_the_paper_preset_leaves_every_departure_of_the_demo_off():
     shipped = TrainConfig.from_yaml(CONFIG_DIR / "demo_continued.yaml")
     assert paper.difference_readout == "decoder" and shipped.model["difference_readout"] == "change_heads"
     assert paper.alpha_pose == 0.0 and shipped.model["alpha_pose"] > 0
+    assert paper.change_gate is None and shipped.model["change_gate"] is not None
+    assert paper.registration_weights is None and shipped.model["registration_weights"]
 
 
-def test_the_shipped_demo_continues_demo_yaml_with_a_new_change_encoder_and_the_readout():
+def test_the_shipped_demo_continues_demo_yaml_with_pretrained_parts_and_the_readout():
     reference = TrainConfig.from_yaml(CONFIG_DIR / "demo.yaml").to_dict()
     config = TrainConfig.from_yaml(CONFIG_DIR / "demo_continued.yaml").to_dict()
     changed = {k for k, v in config.items() if v != reference[k] and k != "model"}
     model = {k for k, v in config["model"].items() if v != reference["model"].get(k)}
     assert changed == {"init_weights", "epochs_stage1", "epochs_stage2", "learning_rate", "output_dir"}
-    assert model == {"change_encoder_weights", "difference_readout", "change_read_both_ways", "change_threshold",
+    assert model == {"change_encoder_weights", "registration_weights", "registration_size", "registration_channels",
+                     "difference_readout", "change_read_both_ways", "change_threshold", "change_gate",
                      "lambda_start", "alpha_pose"}
+    from diffvqa_core import DiffVQAConfig
+
+    paper = DiffVQAConfig.from_preset("paper")  # the registration keeps the paper preset's shape
+    assert (config["model"]["registration_size"], tuple(config["model"]["registration_channels"])) == (
+        paper.registration_size, paper.registration_channels)
     assert config["epochs_stage2"] == 0  # phi and the change encoder stay frozen: the heads that answer are pretrained
