@@ -97,6 +97,17 @@ def test_online_pairs_are_fresh_registered_and_deterministic():
             assert aligned < raw
 
 
+def test_residual_scale_leaves_the_pairs_further_off_the_reference():
+    """`pretrain-change --residual-scale`: the same pairs, the registered main placed with a larger random residual."""
+    def misalignment(scale: float) -> float:
+        items = list(OnlinePairs(5, 64, generation_size=96, augment=False, residual_scale=scale, limit=6))
+        return float(np.mean([(i["registered_main"] - i["ref"]).abs().mean() for i in items]))
+
+    exact = list(OnlinePairs(5, 64, generation_size=96, augment=False, residual=False, limit=6))
+    none = float(np.mean([(i["registered_main"] - i["ref"]).abs().mean() for i in exact]))
+    assert none <= misalignment(1.0) < misalignment(4.0)
+
+
 def test_change_encoder_outputs_a_map_tokens_and_one_head_per_label_column():
     encoder = ChangeEncoder(SMALL)
     out = encoder(torch.rand(2, 3, 96, 96), torch.rand(2, 3, 96, 96))
