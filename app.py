@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+if __name__ == "__main__":  # the imports below take most of the start-up (~8 s on 2 CPU cores): say so at once
+    print("Starting the DiffVQA review app: importing Gradio and PyTorch ...", flush=True)
 for _key, _value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TELEMETRY", "1"), ("HF_HUB_OFFLINE", "1")):
     os.environ.setdefault(_key, _value)
 
@@ -378,14 +380,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         worklist = (Worklist.from_folder(args.worklist, args.split, args.question_type, args.limit)
                     if args.worklist else None)
         store = FeedbackStore(args.db)
+        print(f"Loading the model ({args.checkpoint or 'the bundled demo'}) ...", flush=True)
         pipeline = load_pipeline(args.checkpoint, **placement)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"feedback database: {store.display_url}", flush=True)
+    preload = None if args.no_preload or worklist else preload_pair(examples)
+    if preload is not None:
+        print(f"Analysing the example to open on ({preload.name}) ...", flush=True)
     try:
         demo = build_demo(pipeline, store, examples=examples, worklist=worklist,
-                          preload=None if args.no_preload or worklist else preload_pair(examples))
+                          preload=preload)
     except gr.Error as exc:
         print(f"error: the example to open on could not be analysed: {exc.message}", file=sys.stderr)
         return 2
