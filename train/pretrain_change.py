@@ -24,20 +24,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_model, save_file
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from diffvqa_core.change import CONFIG_FILE, WEIGHTS_FILE
+from train.fresh_pair_runs import add_stream_arguments, collate, training_loader, validation_pairs, warmup_cosine
 
 LOG_FILE = "training_log.json"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,15 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-width", type=int, default=None)
     parser.add_argument("--multiscale-tokens", action="store_true",
                         help="the finding queries also read the stride-8 grid (small findings)")
-    parser.add_argument("--generation-size", type=int, nargs="+", default=[256, 512],
-                        help="side(s) at which films are drawn, one per patient (train synth's default is 512)")
-    parser.add_argument("--backgrounds", type=Path, help="folder of real frontal films used as anatomy")
-    parser.add_argument("--background-fraction", type=float, default=0.5,
-                        help="share of training patients drawn on a real film (with --backgrounds)")
-    parser.add_argument("--val-backgrounds", type=Path,
-                        help="real films for the validation pairs (default: --backgrounds); keep them out of "
-                             "--backgrounds to score unseen films")
-    parser.add_argument("--val-pairs", type=int, default=300, help="validation pairs per kind (phantom, real)")
+    add_stream_arguments(parser, generation_size=(256, 512), val_pairs=300)
     parser.add_argument("--reverse-fraction", type=float, default=0.0,
                         help="share of each batch read backwards (main and reference swapped, added and missing "
                              "swapped): the generator adds findings 2.6x as often as it removes them, and without "
@@ -76,26 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-seed", type=int, default=None,
                         help="seed of the validation pairs (default: --seed + 1); keep it to compare runs")
-    parser.add_argument("--workers", type=int, default=1, help="processes simulating pairs")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--init", type=Path, help="start from this pretrain-change output (its shape; with "
                                                    "--multiscale-tokens the stride-8 tokens are added at random)")
-
-
-def images_in(folder: Path | None) -> list[str]:
-    """The PNG/JPEG files of a folder, sorted (empty for None)."""
-    if folder is None:
-        return []
-    found = sorted(str(p) for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not found:
-        raise FileNotFoundError(f"no PNG/JPEG images in {folder}")
-    return found
-
-
-def collate(items: list[dict]) -> dict:
-    """Stacks the tensors of a list of ``OnlinePairs`` items; lists the rest."""
-    return {key: torch.stack([i[key] for i in items]) if isinstance(items[0][key], torch.Tensor)
-            else [i[key] for i in items] for key in items[0]}
 
 
 def read_backwards(batch: dict, chosen: torch.Tensor) -> dict:
@@ -146,24 +118,6 @@ def score(encoder, items: list[dict], batch_size: int = 32) -> dict[str, float]:
             **{f"answer_{k}": v for k, v in agreement.items() if k != "questions"}}
 
 
-def validation_sets(args: argparse.Namespace, image_size: int) -> dict[str, list[dict]]:
-    """Fixed validation pairs (``--val-seed``, patients far from any training stream's): phantoms, and real films."""
-    from train.online_pairs import OnlinePairs
-
-    sets = {}
-    kinds = [("phantom", [], 0.0)]
-    real = images_in(args.val_backgrounds or args.backgrounds)
-    if real:
-        kinds.append(("real", real, 1.0))
-    for name, backgrounds, fraction in kinds:
-        val_seed = args.seed + 1 if args.val_seed is None else args.val_seed
-        stream = OnlinePairs(val_seed, image_size, generation_size=args.generation_size,
-                             backgrounds=backgrounds, background_fraction=fraction, augment=False,
-                             residual_scale=args.residual_scale, offset=10**9, limit=args.val_pairs)
-        sets[name] = list(tqdm(stream, total=args.val_pairs, desc=f"validation pairs ({name})", unit="pair"))
-    return sets
-
-
 def save(encoder, out: Path) -> None:
     """Writes the encoder's weights and shape into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -176,8 +130,6 @@ def run(args: argparse.Namespace) -> int:
     """Train, validate every ``--eval-every`` steps, keep the weights and a training log."""
     from diffvqa_core.change import (ChangeEncoder, ChangeEncoderConfig, change_label_loss, change_mask_loss,
                                      load_change_encoder)
-    from train.online_pairs import OnlinePairs
-
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -195,17 +147,11 @@ def run(args: argparse.Namespace) -> int:
             shape["token_width"] = args.token_width
         shape["multiscale_tokens"] = args.multiscale_tokens
         encoder = ChangeEncoder(ChangeEncoderConfig(**shape))
-    validation = validation_sets(args, args.image_size)
-    stream = OnlinePairs(args.seed, args.image_size, generation_size=args.generation_size,
-                         backgrounds=images_in(args.backgrounds),
-                         background_fraction=args.background_fraction if args.backgrounds else 0.0,
-                         residual_scale=args.residual_scale)
-    loader = DataLoader(stream, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate,
-                        persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers else None)
+    validation = validation_pairs(args, args.seed + 1 if args.val_seed is None else args.val_seed, args.image_size,
+                                  residual_scale=args.residual_scale)
+    loader = training_loader(args, args.image_size, residual_scale=args.residual_scale)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    warmup = max(1, args.steps // 30)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
-        1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
+    schedule = warmup_cosine(optimizer, args.steps, warmup=max(1, args.steps // 30))
     parameters = sum(p.numel() for p in encoder.parameters())
     print(f"pretrain-change: {parameters / 1e6:.2f} M parameters, {args.steps} steps of {args.batch_size} fresh pairs, "
           f"input {encoder.config.input_size} px, backgrounds {args.backgrounds or 'none'} "

@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_model, save_file
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from diffvqa_core.registration import SHAPE_FILE, WEIGHTS_FILE
-from train.pretrain_change import collate, images_in
+from train.fresh_pair_runs import add_stream_arguments, collate, training_loader, validation_pairs, warmup_cosine
 
 LOG_FILE = "training_log.json"
 
@@ -49,39 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 64],
                         help="channels of its stride-2 layers (registration_channels)")
     parser.add_argument("--pool", type=int, default=4, help="side of its pooled grid (registration_pool)")
-    parser.add_argument("--generation-size", type=int, nargs="+", default=[256, 256, 384],
-                        help="side(s) at which films are drawn, one per patient")
-    parser.add_argument("--backgrounds", type=Path, help="folder of real frontal films used as anatomy")
-    parser.add_argument("--background-fraction", type=float, default=0.5,
-                        help="share of training patients drawn on a real film (with --backgrounds)")
-    parser.add_argument("--val-backgrounds", type=Path,
-                        help="real films for the validation pairs (default: --backgrounds); keep them out of "
-                             "--backgrounds to score unseen films")
-    parser.add_argument("--val-pairs", type=int, default=200, help="validation pairs per kind (phantom, real)")
+    add_stream_arguments(parser, generation_size=(256, 256, 384), val_pairs=200)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--val-seed", type=int, default=1, help="seed of the validation pairs")
-    parser.add_argument("--workers", type=int, default=1, help="processes simulating pairs")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--init", type=Path, help="start from this pretrain-registration output (same shape)")
-
-
-def validation_sets(args: argparse.Namespace) -> dict[str, dict]:
-    """Fixed validation batches (``--val-seed``, patients far from any training stream's): phantoms and real films."""
-    from train.online_pairs import OnlinePairs
-
-    kinds = [("phantom", [], 0.0)]
-    real = images_in(args.val_backgrounds or args.backgrounds)
-    if real:
-        kinds.append(("real", real, 1.0))
-    sets = {}
-    for name, backgrounds, fraction in kinds:
-        stream = OnlinePairs(args.val_seed, args.image_size, generation_size=args.generation_size,
-                             backgrounds=backgrounds, background_fraction=fraction, augment=False, residual=False,
-                             offset=10**9, limit=args.val_pairs)
-        sets[name] = collate(list(tqdm(stream, total=args.val_pairs, desc=f"validation pairs ({name})",
-                                       unit="pair")))
-    return sets
 
 
 @torch.no_grad()
@@ -114,8 +84,6 @@ def run(args: argparse.Namespace) -> int:
     """Train, validate every ``--eval-every`` steps, keep the best weights and a training log."""
     from diffvqa_core.losses import pose_loss
     from diffvqa_core.registration import AffineRegistration, read_registration_shape
-    from train.online_pairs import OnlinePairs
-
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -126,16 +94,11 @@ def run(args: argparse.Namespace) -> int:
                      "registration_pool": args.pool}:
             raise ValueError(f"--init {args.init} has the shape {shape}; pass its --size, --channels and --pool")
         load_model(registration, str(args.init / WEIGHTS_FILE))
-    validation = validation_sets(args)
-    stream = OnlinePairs(args.seed, args.image_size, generation_size=args.generation_size,
-                         backgrounds=images_in(args.backgrounds),
-                         background_fraction=args.background_fraction if args.backgrounds else 0.0,
-                         residual=False)
-    loader = DataLoader(stream, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate,
-                        persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers else None)
+    validation = {name: collate(items) for name, items in
+                  validation_pairs(args, args.val_seed, args.image_size, residual=False).items()}
+    loader = training_loader(args, args.image_size, residual=False)
     optimizer = torch.optim.AdamW(registration.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 30) * 0.5 * (
-        1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
+    schedule = warmup_cosine(optimizer, args.steps, warmup=30)
     history, curve, best = [], [], None
     start = time.perf_counter()
     bar = tqdm(total=args.steps, desc="pretrain-registration", unit="step")
