@@ -20,6 +20,7 @@ MASK_GATES = ("encoded_mask", "pooled_mask")
 REFERENCE_TOKENS = ("reference", "difference", "unmasked_difference", "change_tokens")
 ADAPTIVE_MASK_SOURCES = ("tokens", "change_encoder")
 DIFFERENCE_READOUTS = ("decoder", "change_heads")
+REGISTRATION_REFINEMENTS = ("none", "ecc")
 KOLEO_VECTORS = ("masked_main", "masked_pair", "main")
 
 
@@ -72,6 +73,12 @@ class DiffVQAConfig:
     # three fields above. Trained only inside the model, the demo's registration left 63% of the pose difference on
     # held-out real films (MODEL_CARD.md).
     registration_weights: str | None = None
+    # Not in the paper ("none" = the paper): "ecc" refines the network's Theta at inference with OpenCV's intensity
+    # alignment (diffvqa_core.registration_refinement), keeping it unless it moves the corners by more than
+    # registration_refinement_max_px pixels of the model input. On the development sets the demo's network alone
+    # left 36% of the pose difference on held-out real films and 10% on phantoms (MODEL_CARD.md has the figures).
+    registration_refinement: str = "none"
+    registration_refinement_max_px: float = 3.0
 
     # Adaptive mask (eq. 5-6).
     mask_head_hidden: int = 256  # width of the 3-layer MLP g
@@ -171,6 +178,11 @@ class DiffVQAConfig:
         if self.difference_readout not in DIFFERENCE_READOUTS:
             raise ValueError(f"difference_readout must be one of {DIFFERENCE_READOUTS}, "
                              f"got {self.difference_readout!r}")
+        if self.registration_refinement not in REGISTRATION_REFINEMENTS:
+            raise ValueError(f"registration_refinement must be one of {REGISTRATION_REFINEMENTS}, "
+                             f"got {self.registration_refinement!r}")
+        if not self.registration_refinement_max_px > 0.0:
+            raise ValueError(f"registration_refinement_max_px must be > 0, got {self.registration_refinement_max_px}")
         if not 0.0 < self.change_threshold < 1.0:
             raise ValueError(f"change_threshold must lie in (0, 1), got {self.change_threshold}")
         if self.change_gate is not None and not 0.0 < self.change_gate < 1.0:

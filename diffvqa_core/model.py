@@ -43,6 +43,7 @@ from diffvqa_core.masks import (AdaptiveMaps, AdaptiveMaskHead, DinoPrior, Gated
                                 fuse_masks, processor_statistics, resize_mask)
 from diffvqa_core.registration import WEIGHTS_FILE as REGISTRATION_WEIGHTS_FILE
 from diffvqa_core.registration import AffineRegistration, identity_theta, read_registration_shape, warp
+from diffvqa_core.registration_refinement import refine_theta
 from diffvqa_core.tokenizer import load_tokenizer
 
 CONFIG_FILE = "config.json"
@@ -205,6 +206,8 @@ class DiffVQAModel(nn.Module):
         if not self.config.use_registration:
             return Registration(identity_theta(main.shape[0], main.device, main.dtype), main)
         theta = self.registration(main, ref)  # (B, 2, 3)
+        if self.config.registration_refinement == "ecc" and not self.training:
+            theta = refine_theta(main, ref, theta, self.config.registration_refinement_max_px)
         return Registration(theta, warp(main, theta))
 
     def prior_mask(self, registered_main: torch.Tensor, ref: torch.Tensor) -> PriorMaps:

@@ -133,6 +133,7 @@ def test_the_paper_preset_leaves_every_departure_of_the_demo_off():
     assert paper.alpha_pose == 0.0 and shipped.model["alpha_pose"] > 0
     assert paper.change_gate is None and shipped.model["change_gate"] is not None
     assert paper.registration_weights is None and shipped.model["registration_weights"]
+    assert paper.registration_refinement == "none" and shipped.model["registration_refinement"] == "ecc"
 
 
 def test_the_shipped_demo_continues_demo_yaml_with_pretrained_parts_and_the_readout():
@@ -142,7 +143,7 @@ def test_the_shipped_demo_continues_demo_yaml_with_pretrained_parts_and_the_read
     model = {k for k, v in config["model"].items() if v != reference["model"].get(k)}
     assert changed == {"init_weights", "epochs_stage1", "epochs_stage2", "learning_rate", "output_dir"}
     assert model == {"change_encoder_weights", "registration_weights", "registration_size", "registration_channels",
-                     "difference_readout", "change_read_both_ways", "change_threshold", "change_gate",
+                     "registration_refinement", "difference_readout", "change_read_both_ways", "change_threshold", "change_gate",
                      "lambda_start", "alpha_pose"}
     from diffvqa_core import DiffVQAConfig
 
