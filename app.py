@@ -19,8 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":  # the imports below take most of the start-up (~8 s on 2 CPU cores): say so at once
-    print("Starting the DiffVQA review app: importing Gradio and PyTorch ...", flush=True)
+if __name__ == "__main__":  # the model loads in its own process while this one imports Gradio (start-up time)
+    print("Starting the DiffVQA review app: loading the model in its own process, importing Gradio ...", flush=True)
+    from review_app.model_process import ModelProcess
+
+    EARLY_MODEL: ModelProcess | None = ModelProcess.from_argv(sys.argv[1:])
 for _key, _value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TELEMETRY", "1"), ("HF_HUB_OFFLINE", "1")):
     os.environ.setdefault(_key, _value)
 
@@ -75,21 +78,20 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
     """Lay out the review app over a pipeline and a feedback store.
 
     Args:
-        pipeline: a ``DiffVQAPipeline``.
+        pipeline: a ``DiffVQAPipeline``, or a ``review_app.model_process.ModelProcess`` (the model in its own
+            process; ``python app.py`` uses one).
         store: the feedback database.
         examples_dir: a folder of pairs with ``manifest.csv`` (or the benchmark layout) for the picker.
         examples: the picker's pairs, if already loaded (then ``examples_dir`` is ignored).
         overlays: where review pictures are kept (default: the per-user cache of the database).
         synthetic_examples: also offer a few generated synthetic pairs.
-        preload: a pair analysed now and shown on every page as it opens (None: pages open empty).
+        preload: a pair analysed at once (in the background) and shown on every page as it opens (None: pages
+            open empty); a page that opens before it is analysed waits for it.
         worklist: cases to review in order (``--worklist``): Previous / Next, progress per reviewer, the
             ground truth shown once the verdict is saved; a page opens on its reviewer's next case.
 
     Returns:
         The Blocks app, not launched (see ``review_app.launch.serve``).
-
-    Raises:
-        gr.Error: ``preload`` cannot be analysed.
     """
     if examples is None:
         examples = load_examples(examples_dir, synthetic=synthetic_examples)
@@ -97,7 +99,7 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
     wl = WorklistHandlers(h, worklist) if worklist is not None else None
     ui: dict[str, Any] = {}
     with gr.Blocks(title="DiffVQA review", analytics_enabled=False, fill_width=True) as demo:
-        gr.HTML(h.banner_html(), elem_id="banner")
+        banner = gr.HTML(h.banner_html() if h.model_ready else h.loading_banner_html(), elem_id="banner")
         with gr.Tab("Review", id="review"):
             with gr.Row(equal_height=False, elem_id="review-row"):
                 with gr.Column(scale=1, min_width=290, elem_id="inputs"):
@@ -292,45 +294,13 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
                                                                   ui["theta"], analysis_id, status],
                            api_name="next_case", concurrency_id="model")
             demo.load(None, js=NEXT_JS)
+        if not h.model_ready:  # the model is loading in its own process: the banner says which once it is in
+            demo.load(h.banner_html, None, banner, api_visibility="private", show_progress="hidden")
         if preload is not None:
-            h.preload(preload, question_choices()[0])
+            h.start_preload(preload, question_choices()[0])
             demo.load(h.preloaded, None, [ui[name] for name in (*EXAMPLE, *SCREEN, *REVIEW)],
                       api_visibility="private")
     return demo
-
-
-def load_pipeline(checkpoint: str | None, **placement: Any) -> Any:
-    """The checkpoint asked for; without one the bundled demo, else a random-weight tiny model (with a banner).
-
-    ``placement``: ``device`` and ``dtype`` for ``DiffVQAPipeline.from_pretrained`` (default: CPU, fp32).
-    """
-    from diffvqa_core import DiffVQAConfig, DiffVQAPipeline
-
-    if checkpoint is not None:
-        return DiffVQAPipeline.from_pretrained(checkpoint, **placement)
-    try:
-        return DiffVQAPipeline.from_pretrained(None, **placement)
-    except FileNotFoundError as exc:
-        log.warning("%s; falling back to a random-weight tiny model (answers are meaningless)", exc)
-        dtype = {key: value for key, value in placement.items() if key == "dtype"}
-        pipeline = DiffVQAPipeline.from_config(DiffVQAConfig.from_preset("tiny"), **dtype)
-        pipeline.model.to(placement.get("device", "cpu"))
-        return pipeline
-
-
-def device_placement(device_name: str, precision: str) -> dict[str, Any]:
-    """``load_pipeline`` keywords for ``--device`` / ``--precision``: {} for the default (CPU, fp32).
-
-    Raises:
-        diffvqa_core.devices.DeviceError: CUDA asked for where there is none (a ValueError with the reason).
-    """
-    import torch
-
-    from diffvqa_core.devices import inference_dtype, resolve_device
-
-    device = resolve_device(device_name)
-    dtype = inference_dtype(device, precision)
-    return {} if (device.type, dtype) == ("cpu", torch.float32) else {"device": device, "dtype": dtype}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -366,41 +336,54 @@ def preload_pair(examples: Sequence[ExamplePair]) -> ExamplePair | None:
     return (synthetic or list(examples) or [None])[0]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the options, open the model and the database, and serve the app until interrupted."""
+def main(argv: Sequence[str] | None = None, model: Any = None) -> int:
+    """Parse the options, open the model and the database, and serve the app until interrupted.
+
+    ``model``: a ``ModelProcess`` already loading what ``argv`` asks for (``python app.py`` starts it before
+    importing Gradio); None starts one here.
+    """
     from review_app.auth import load_auth
     from review_app.launch import serve
+    from review_app.model_process import ModelProcess, ModelProcessError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    model = model or ModelProcess(args.checkpoint, args.device, args.precision)
     try:
-        placement = device_placement(args.device, args.precision)
+        print(f"Loading the model ({args.checkpoint or 'the bundled demo'}) in its own process ...", flush=True)
+        if args.checkpoint and not Path(args.checkpoint).is_dir():
+            raise FileNotFoundError(f"no diffvqa checkpoint at {args.checkpoint}")
+        if (args.device, args.precision) != ("auto", "auto"):  # a device asked for: checked before opening anything
+            model.wait_ready()
         auth = load_auth(args.auth) if args.auth else None
         examples = load_examples(args.examples, synthetic=not args.no_synthetic_examples)
         worklist = (Worklist.from_folder(args.worklist, args.split, args.question_type, args.limit)
                     if args.worklist else None)
         store = FeedbackStore(args.db)
-        print(f"Loading the model ({args.checkpoint or 'the bundled demo'}) ...", flush=True)
-        pipeline = load_pipeline(args.checkpoint, **placement)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ModelProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        model.close()
         return 2
     print(f"feedback database: {store.display_url}", flush=True)
     preload = None if args.no_preload or worklist else preload_pair(examples)
-    if preload is not None:
-        print(f"Analysing the example to open on ({preload.name}) ...", flush=True)
-    try:
-        demo = build_demo(pipeline, store, examples=examples, worklist=worklist,
-                          preload=preload)
-    except gr.Error as exc:
-        print(f"error: the example to open on could not be analysed: {exc.message}", file=sys.stderr)
-        return 2
+    demo = build_demo(model, store, examples=examples, worklist=worklist, preload=preload)
     _, url, _ = serve(demo, host=args.host, port=args.port, auth=auth, examples=examples,
                       folders=worklist.folders if worklist else (), prevent_thread_lock=True, quiet=True)
-    print(f"DiffVQA review app on {url}  (Ctrl+C to stop)", flush=True)
-    demo.block_thread()
+    print(f"DiffVQA review app on {url}  (Ctrl+C to stop)" + ("" if model.ready else "; the model is loading"),
+          flush=True)
+    try:
+        model.wait_ready()
+    except ModelProcessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        demo.close()
+        model.close()
+        return 2
+    try:
+        demo.block_thread()
+    finally:
+        model.close()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(model=EARLY_MODEL))

@@ -17,12 +17,14 @@ import struct
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: the review app's UI process never loads it
+    import torch
 
 MAX_PIXELS = 50_000_000
 """Largest accepted image (declared width x height); a 43 x 43 cm detector at 100 um is ~18.5 Mpx."""
@@ -598,6 +600,8 @@ def to_model_input(gray: np.ndarray, size: int) -> torch.Tensor:
         (3, size, size) float32 tensor in [0, 1]. The aspect ratio is not kept: the benchmark's baselines
         resize the whole film to a square, and so do we, in training and at inference alike.
     """
+    import torch
+
     gray = np.asarray(gray, dtype=np.float32)
     interp = cv2.INTER_AREA if min(gray.shape[:2]) > size else cv2.INTER_LINEAR
     resized = cv2.resize(gray, (size, size), interpolation=interp)

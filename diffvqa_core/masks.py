@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from diffvqa_core.fusion import fuse_masks  # noqa: F401  (re-exported: eq. 7 lives there, torch-free)
 from torch import nn
 from transformers import AutoImageProcessor, Dinov2Config, Dinov2Model
 
@@ -163,8 +165,3 @@ def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
     if mask.shape[-1] == size and mask.shape[-2] == size:
         return mask
     return F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
-
-
-def fuse_masks(union: torch.Tensor, adaptive: torch.Tensor, lam: float) -> torch.Tensor:
-    """M = lambda U + (1 - lambda) F (eq. 7); works on tensors and on numpy arrays alike."""
-    return lam * union + (1.0 - lam) * adaptive

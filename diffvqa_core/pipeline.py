@@ -25,7 +25,7 @@ import torch
 
 from diffvqa_core import imaging
 from diffvqa_core.config import DiffVQAConfig
-from diffvqa_core.masks import fuse_masks
+from diffvqa_core.fusion import check_lambda, fuse_for_display
 from diffvqa_core.model import WEIGHTS_FILE, DiffVQAModel, VisualState
 from diffvqa_core.tokenizer import local_tokenizer
 
@@ -235,10 +235,8 @@ class DiffVQAPipeline:
 
     def fuse(self, analysis: Analysis, lam: float) -> np.ndarray:
         """M for another lambda, for an overlay only: (S, S) float32 in [0, 1], no network pass."""
-        if not self.config.use_saliency_mask:
-            return np.ones_like(analysis.prior_mask)
-        fused = fuse_masks(analysis.prior_mask, analysis.adaptive_mask, self._check_lambda(lam))
-        return np.clip(fused, 0.0, 1.0).astype(np.float32)
+        return fuse_for_display(analysis.prior_mask, analysis.adaptive_mask, lam,
+                                use_saliency_mask=self.config.use_saliency_mask)
 
     def _answer(self, state: VisualState, main_image: np.ndarray, question: str, lam: float | None,
                 num_beams: int, max_new_tokens: int | None) -> Analysis:
@@ -274,10 +272,7 @@ class DiffVQAPipeline:
 
     @staticmethod
     def _check_lambda(lam: float) -> float:
-        lam = float(lam)
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"lambda must lie in [0, 1], got {lam}")
-        return lam
+        return check_lambda(lam)
 
 
 __all__ = ["Analysis", "DiffVQAPipeline", "QuestionError"]

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import html
 import io
+import logging
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +38,10 @@ from review_app.errors import user_errors
 from review_app.examples import ExamplePair
 from review_app.rendering import Display
 from review_app.service import MAIN, REFERENCE, AnalysisResult, ReviewService
+
+log = logging.getLogger("diffvqa.app")
+PRELOAD_WAIT_S = 300.0
+"""How long a page that opens while the example is still being analysed waits for it (the model may be loading)."""
 
 MASK_CHOICES = [("M fused", "M"), ("U DINO prior", "U"), ("F adaptive", "F"), ("none", "none")]
 VERDICT_CHOICES = [("Agree", "agree"), ("Partly", "partly"), ("Disagree", "disagree")]
@@ -98,8 +104,19 @@ class Handlers:
         self.service = service
         self.examples = {pair.name: pair for pair in examples}
         self._preloaded: tuple[Any, ...] | None = None
+        self._preloading: threading.Thread | None = None
 
     # -- banner ------------------------------------------------------------------------------------------
+    @property
+    def model_ready(self) -> bool:
+        """Whether the model answers now (False while a ``ModelProcess`` is still loading it)."""
+        return bool(getattr(self.service.pipeline, "ready", True))
+
+    @staticmethod
+    def loading_banner_html() -> str:
+        """The banner while the model loads (replaced by :meth:`banner_html` once it is in)."""
+        return '<div class="demo">Loading the model ...</div>'
+
     def banner_html(self) -> str:
         """The checkpoint banner (HTML, all dynamic text escaped)."""
         pipe = self.service.pipeline
@@ -309,8 +326,24 @@ class Handlers:
                                                         enabled=True))
         return self._preloaded
 
+    def start_preload(self, pair: ExamplePair, question: str) -> None:
+        """:meth:`preload` in a background thread (the model may still be loading); pages wait for it on open.
+        A pair that cannot be analysed is logged, and pages open empty."""
+        def run() -> None:
+            try:
+                getattr(self.service.pipeline, "wait_ready", lambda: None)()  # the status times the analysis alone
+                self.preload(pair, question)
+            except Exception as exc:  # noqa: BLE001 - the app serves on; the console says why the screen is empty
+                log.warning("the example to open on (%s) could not be analysed: %s", pair.name,
+                            getattr(exc, "message", None) or exc)
+
+        self._preloading = threading.Thread(target=run, name="preload", daemon=True)
+        self._preloading.start()
+
     def preloaded(self) -> tuple[Any, ...]:
         """What :meth:`preload` computed (the same analysis for every page; a fresh form each time)."""
+        if self._preloading is not None:
+            self._preloading.join(PRELOAD_WAIT_S)
         if self._preloaded is None:
             return tuple(gr.update() for _ in (*EXAMPLE, *SCREEN, *REVIEW))
         return self._preloaded

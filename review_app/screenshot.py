@@ -46,6 +46,7 @@ def take(out: Path, *, width: int = 1440, height: int = 1120, full_page: bool = 
     from feedback_db import FeedbackStore, OverlayCache
     from review_app.examples import ensure_synthetic_examples
     from review_app.launch import serve
+    from review_app.model_process import load_pipeline
 
     with tempfile.TemporaryDirectory(prefix="diffvqa-screenshot-") as tmp:
         folder = Path(tmp)
@@ -53,7 +54,7 @@ def take(out: Path, *, width: int = 1440, height: int = 1120, full_page: bool = 
         if not examples:
             raise RuntimeError("no synthetic example could be generated (python -m train synth failed)")
         with FeedbackStore(f"sqlite:///{folder / 'feedback.sqlite3'}") as store:
-            demo = app.build_demo(app.load_pipeline(checkpoint), store, examples=examples,
+            demo = app.build_demo(load_pipeline(checkpoint), store, examples=examples,
                                   overlays=OverlayCache(folder / "overlays"), preload=examples[0])
             port = _free_port()
             serve(demo, port=port, examples=examples, prevent_thread_lock=True, quiet=True)

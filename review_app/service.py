@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from diffvqa_core.imaging import ImageReadError, lateral_view, not_a_radiograph, read_image, sha256_of
-from diffvqa_core.registration import describe_theta
+from diffvqa_core.theta_description import describe_theta
 from feedback_db import FeedbackStore, OverlayCache, ReviewRow
 from review_app import rendering
 from review_app.errors import UserError

@@ -39,6 +39,25 @@ def tiny_pipeline() -> Any:
     return DiffVQAPipeline.from_config(DiffVQAConfig.from_preset("tiny"))
 
 
+class LoadedModel:
+    """An in-process pipeline in the place of ``app.main``'s ``ModelProcess`` (already loaded, nothing to stop)."""
+
+    ready = True
+
+    def __init__(self, pipeline: Any) -> None:
+        self.pipeline = pipeline
+        self.closed = False
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Loaded already."""
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pipeline, name)
+
+
 def single_thread_tiny_pipeline() -> Iterator[Any]:
     """``tiny_pipeline`` with torch on one thread while it is in use (the two cores are shared), for fixtures."""
     import torch

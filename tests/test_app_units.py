@@ -39,7 +39,9 @@ def test_missing_demo_checkpoint_falls_back_to_random_tiny_model(monkeypatch: py
         raise FileNotFoundError("no diffvqa checkpoint")
 
     monkeypatch.setattr(DiffVQAPipeline, "from_pretrained", staticmethod(no_demo))
-    pipeline = app.load_pipeline(None)
+    from review_app.model_process import load_pipeline
+
+    pipeline = load_pipeline(None)
     assert pipeline.checkpoint_sha256 == "random-init"
 
 

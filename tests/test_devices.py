@@ -78,17 +78,20 @@ def test_app_device_cpu_answers_on_the_cpu(app_module):
     from diffvqa_core.bench import test_pair
 
     args = app_module.parse_args(["--device", "cpu"])
-    pipeline = app_module.load_pipeline(None, **app_module.device_placement(args.device, args.precision))
+    from review_app.model_process import device_placement, load_pipeline
+
+    pipeline = load_pipeline(None, **device_placement(args.device, args.precision))
     assert next(pipeline.model.parameters()).device == torch.device("cpu") and pipeline.dtype == torch.float32
     main, ref = test_pair(3, size=256)
     analysis = pipeline.analyze(main, ref, "is there any pleural effusion?")
     assert isinstance(analysis.answer, str) and analysis.answer
     assert analysis.fused_mask.dtype == np.float32
-    bf16 = app_module.device_placement("cpu", "bf16")
+    bf16 = device_placement("cpu", "bf16")
     assert bf16 == {"device": torch.device("cpu"), "dtype": torch.bfloat16}
 
 
-def test_app_device_cuda_without_cuda_exits_with_a_message(app_module, no_cuda, tmp_path, capsys):
+def test_app_device_cuda_without_cuda_exits_with_a_message(app_module, no_cuda, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # the model loads in a child process: hide CUDA there too
     code = app_module.main(["--device", "cuda", "--db", f"sqlite:///{tmp_path / 'f.sqlite3'}",
                             "--no-synthetic-examples"])
     assert code == 2

@@ -1,0 +1,335 @@
+"""The model in a process of its own, so that `python app.py` imports Gradio while PyTorch loads the model.
+
+Importing Gradio takes ~5 s on 2 CPU cores, importing PyTorch, transformers and timm ~8 s more; in one process
+(one interpreter lock) they add up. ``ModelProcess`` starts ``python -m review_app.model_process`` at once, and
+the app's UI process, which never imports PyTorch, talks to it over an authenticated local connection
+(``multiprocessing.connection``, pickled messages). It offers the part of ``DiffVQAPipeline`` that
+``ReviewService`` uses (``analyze``, ``reanalyze``, ``fuse``, ``config``, ``checkpoint_name``,
+``checkpoint_sha256``, ``is_demo``); a call made while the model is still loading waits for it. An error raised
+in the model process (an unreadable film, a bad question) is raised again in the UI process as it was.
+
+The model process ends when the connection closes (the app stopped, even if killed) or on ``close``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import logging
+import os
+import pickle
+import secrets
+import subprocess
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Client, Connection, Listener
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("diffvqa.app")
+KEY_ENVIRONMENT = "DIFFVQA_MODEL_PROCESS_KEY"
+"""Where the model process finds the connection's secret (not on its command line, which others can read)."""
+KEPT_ANALYSES = 64
+"""Analyses whose features the model process keeps for a re-answer (the review service keeps 32)."""
+
+
+class ModelProcessError(RuntimeError):
+    """The model could not be loaded, or its process stopped; the message says why."""
+
+
+@dataclass
+class RemoteAnalysis:
+    """An analysis made in the model process: the fields of ``diffvqa_core.pipeline.Analysis`` without its
+    features, which stay there under ``handle``."""
+
+    answer: str
+    question: str
+    lam: float
+    theta: np.ndarray
+    main_image: np.ndarray
+    ref_image: np.ndarray
+    registered_main: np.ndarray
+    prior_mask: np.ndarray
+    adaptive_mask: np.ndarray
+    fused_mask: np.ndarray
+    num_beams: int
+    answered_by: str
+    handle: int
+    films: tuple[Any, Any] = field(default=(None, None), repr=False, compare=False)
+    """The films it was made from (kept in the UI process), to analyse again if the model process forgot it."""
+
+
+# ------------------------------------------------------------------------------------------------ UI side
+class ModelProcess:
+    """The review app's pipeline, run in a child process (see the module).
+
+    Args:
+        checkpoint: checkpoint folder; None for the bundled demo (a random tiny model when it is missing).
+        device: ``--device`` of the app (auto, cpu, cuda).
+        precision: ``--precision`` of the app (auto, bf16, fp32).
+    """
+
+    def __init__(self, checkpoint: str | None = None, device: str = "auto", precision: str = "auto") -> None:
+        self.options = {"checkpoint": checkpoint, "device": device, "precision": precision}
+        key = secrets.token_bytes(32)
+        self._listener = Listener(authkey=key)
+        self._connection: Connection | None = None
+        self._facts: dict[str, Any] = {}
+        self._config: Any = None
+        self._failure: str | None = None
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "review_app.model_process", str(self._listener.address), json.dumps(self.options)],
+            env={**os.environ, KEY_ENVIRONMENT: key.hex()}, stdin=subprocess.DEVNULL)
+        threading.Thread(target=self._connect, name="model-process-connect", daemon=True).start()
+        threading.Thread(target=self._watch, name="model-process-watch", daemon=True).start()
+        atexit.register(self.close)
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str]) -> ModelProcess:
+        """Start loading the model ``python app.py ARGV`` asks for, before the app parses the rest."""
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--checkpoint")
+        parser.add_argument("--device", default="auto")
+        parser.add_argument("--precision", default="auto")
+        known, _ = parser.parse_known_args(argv)
+        return cls(known.checkpoint, known.device, known.precision)
+
+    def _connect(self) -> None:
+        try:
+            connection = self._listener.accept()
+            status, payload = connection.recv()
+        except (OSError, EOFError) as exc:
+            self._fail(f"the model process stopped before the model was loaded ({exc.__class__.__name__})")
+            return
+        if status == "ready":
+            self._connection, self._facts = connection, payload
+            self._ready.set()
+        else:
+            connection.close()
+            self._fail(str(payload))
+
+    def _watch(self) -> None:
+        code = self._process.wait()
+        if not self._ready.is_set():
+            self._fail(f"the model process exited (code {code}) before the model was loaded")
+
+    def _fail(self, message: str) -> None:
+        if self._failure is None and not self._ready.is_set():
+            self._failure = message
+            self._ready.set()
+        try:
+            self._listener.close()  # wakes up a pending accept
+        except OSError:
+            pass
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the model is loaded.
+
+        Raises:
+            ModelProcessError: it could not be loaded (the reason, e.g. a missing checkpoint or no CUDA), or
+                ``timeout`` seconds passed.
+        """
+        if not self._ready.wait(timeout):
+            raise ModelProcessError(f"the model was not loaded within {timeout:g} s")
+        if self._failure is not None:
+            raise ModelProcessError(self._failure)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the model is loaded (False while loading or after a failure)."""
+        return self._ready.is_set() and self._failure is None
+
+    # -- the pipeline's facts ----------------------------------------------------------------------------
+    def _fact(self, name: str) -> Any:
+        self.wait_ready()
+        return self._facts[name]
+
+    @property
+    def config(self) -> Any:
+        """The model's ``DiffVQAConfig``."""
+        if self._config is None:
+            from diffvqa_core.config import DiffVQAConfig
+
+            self._config = DiffVQAConfig.from_dict(self._fact("config"))
+        return self._config
+
+    @property
+    def checkpoint_name(self) -> str:
+        return self._fact("checkpoint_name")
+
+    @property
+    def checkpoint_sha256(self) -> str:
+        return self._fact("checkpoint_sha256")
+
+    @property
+    def is_demo(self) -> bool:
+        return self._fact("is_demo")
+
+    # -- the pipeline's calls ----------------------------------------------------------------------------
+    def _call(self, kind: str, *args: Any) -> Any:
+        self.wait_ready()
+        with self._lock:
+            try:
+                self._connection.send((kind, args))  # type: ignore[union-attr]
+                status, payload = self._connection.recv()  # type: ignore[union-attr]
+            except (OSError, EOFError):
+                raise ModelProcessError("the model process stopped: restart the app") from None
+        if status == "error":
+            raise payload
+        return payload
+
+    def analyze(self, main: Any, ref: Any, question: str, lam: float | None = None) -> RemoteAnalysis:
+        """``DiffVQAPipeline.analyze`` in the model process."""
+        analysis = self._call("analyze", main, ref, question, lam)
+        analysis.films = (main, ref)
+        return analysis
+
+    def reanalyze(self, analysis: RemoteAnalysis, lam: float | None = None) -> RemoteAnalysis:
+        """``DiffVQAPipeline.reanalyze`` in the model process (from the films again if it forgot the features)."""
+        result = self._call("reanalyze", analysis.handle, lam)
+        if result is None:
+            return self.analyze(*analysis.films, analysis.question, analysis.lam if lam is None else lam)
+        result.films = analysis.films
+        return result
+
+    def fuse(self, analysis: RemoteAnalysis, lam: float) -> np.ndarray:
+        """M at another lambda for an overlay, here (no network pass; as ``DiffVQAPipeline.fuse``)."""
+        from diffvqa_core.fusion import fuse_for_display
+
+        return fuse_for_display(analysis.prior_mask, analysis.adaptive_mask, lam,
+                                use_saliency_mask=bool(self._fact("use_saliency_mask")))
+
+    def close(self) -> None:
+        """Stop the model process (also at exit)."""
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except OSError:
+                pass
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------------------- model side
+def device_placement(device_name: str, precision: str) -> dict[str, Any]:
+    """``load_pipeline`` keywords for ``--device`` / ``--precision``: {} for the default (CPU, fp32).
+
+    Raises:
+        diffvqa_core.devices.DeviceError: CUDA asked for where there is none (a ValueError with the reason).
+    """
+    import torch
+
+    from diffvqa_core.devices import inference_dtype, resolve_device
+
+    device = resolve_device(device_name)
+    dtype = inference_dtype(device, precision)
+    return {} if (device.type, dtype) == ("cpu", torch.float32) else {"device": device, "dtype": dtype}
+
+
+def load_pipeline(checkpoint: str | None, **placement: Any) -> Any:
+    """The checkpoint asked for; without one the bundled demo, else a random-weight tiny model (with a banner).
+
+    ``placement``: ``device`` and ``dtype`` for ``DiffVQAPipeline.from_pretrained`` (default: CPU, fp32).
+    """
+    from diffvqa_core import DiffVQAConfig, DiffVQAPipeline
+
+    if checkpoint is not None:
+        return DiffVQAPipeline.from_pretrained(checkpoint, **placement)
+    try:
+        return DiffVQAPipeline.from_pretrained(None, **placement)
+    except FileNotFoundError as exc:
+        log.warning("%s; falling back to a random-weight tiny model (answers are meaningless)", exc)
+        dtype = {key: value for key, value in placement.items() if key == "dtype"}
+        pipeline = DiffVQAPipeline.from_config(DiffVQAConfig.from_preset("tiny"), **dtype)
+        pipeline.model.to(placement.get("device", "cpu"))
+        return pipeline
+
+
+def _remote(analysis: Any, handle: int) -> RemoteAnalysis:
+    return RemoteAnalysis(
+        answer=analysis.answer, question=analysis.question, lam=float(analysis.lam), theta=analysis.theta,
+        main_image=analysis.main_image, ref_image=analysis.ref_image, registered_main=analysis.registered_main,
+        prior_mask=analysis.prior_mask, adaptive_mask=analysis.adaptive_mask, fused_mask=analysis.fused_mask,
+        num_beams=analysis.num_beams, answered_by=analysis.answered_by, handle=handle)
+
+
+def _sendable(error: BaseException) -> BaseException:
+    """The error itself when it survives pickling, else a RuntimeError with its message."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001 - any error that cannot cross the process boundary as it is
+        return RuntimeError(str(error))
+
+
+def serve(connection: Connection, options: dict[str, Any]) -> int:
+    """Load the model, say so, then answer requests until the connection closes."""
+    try:
+        pipeline = load_pipeline(options["checkpoint"], **device_placement(options["device"], options["precision"]))
+    except (OSError, ValueError) as exc:
+        connection.send(("failed", str(exc)))
+        return 2
+    connection.send(("ready", {"config": pipeline.config.to_dict(),
+                               "checkpoint_name": pipeline.checkpoint_name,
+                               "checkpoint_sha256": pipeline.checkpoint_sha256,
+                               "is_demo": bool(getattr(pipeline, "is_demo", False)),
+                               "use_saliency_mask": bool(pipeline.config.use_saliency_mask)}))
+    kept: OrderedDict[int, Any] = OrderedDict()
+    next_handle = 0
+    while True:
+        try:
+            kind, args = connection.recv()
+        except (EOFError, OSError):
+            return 0
+        try:
+            if kind == "analyze":
+                analysis = pipeline.analyze(*args)
+            elif kind == "reanalyze":
+                handle, lam = args
+                if handle not in kept:
+                    connection.send(("ok", None))
+                    continue
+                analysis = pipeline.reanalyze(kept[handle], lam=lam)
+            else:
+                raise ValueError(f"unknown request {kind!r}")
+        except Exception as exc:  # noqa: BLE001 - raised again in the UI process, which decides what to show
+            connection.send(("error", _sendable(exc)))
+            continue
+        next_handle += 1
+        kept[next_handle] = analysis
+        while len(kept) > KEPT_ANALYSES:
+            kept.popitem(last=False)
+        connection.send(("ok", _remote(analysis, next_handle)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m review_app.model_process ADDRESS OPTIONS_JSON`` (started by ``ModelProcess``)."""
+    address, options = (argv if argv is not None else sys.argv[1:])[:2]
+    key = bytes.fromhex(os.environ.pop(KEY_ENVIRONMENT))
+    connection = Client(address, authkey=key)
+    try:
+        return serve(connection, json.loads(options))
+    finally:
+        connection.close()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from review_app import model_process  # the module by its name: what it sends must unpickle in the app
+
+    sys.exit(model_process.main())

@@ -1,0 +1,96 @@
+"""The model in its own process (review_app.model_process): the app's UI process never imports PyTorch, the model
+process answers exactly as the pipeline does in-process, its errors come back as they were raised, and a model
+that cannot load says why."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app_support import REPO
+
+QUESTION = "what has changed compared to the reference image?"
+
+
+def test_importing_the_app_leaves_pytorch_to_the_model_process() -> None:
+    code = "import sys, app; print(sorted(m for m in ('torch', 'transformers', 'timm') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[object]:
+    from review_app.model_process import ModelProcess
+
+    process = ModelProcess(None, "cpu", "auto")
+    yield process
+    process.close()
+
+
+def test_the_model_process_answers_as_the_pipeline_does_in_process(model) -> None:
+    from diffvqa_core import DiffVQAPipeline
+    from diffvqa_core.bench import test_pair
+
+    model.wait_ready(timeout=180)
+    local = DiffVQAPipeline.from_pretrained(None)
+    assert model.ready and model.is_demo and model.checkpoint_sha256 == local.checkpoint_sha256
+    assert model.config.to_dict() == local.config.to_dict() and model.checkpoint_name == "demo_model"
+    main, ref = test_pair(5, size=256)
+    remote, here = model.analyze(main, ref, QUESTION), local.analyze(main, ref, QUESTION)
+    assert remote.answer == here.answer and remote.answered_by == here.answered_by
+    np.testing.assert_allclose(remote.theta, here.theta, atol=1e-5)
+    np.testing.assert_allclose(remote.fused_mask, here.fused_mask, atol=1e-5)
+    again = model.reanalyze(remote, lam=0.2)
+    assert again.lam == pytest.approx(0.2) and again.handle != remote.handle
+    assert again.answer == local.reanalyze(here, lam=0.2).answer
+    np.testing.assert_allclose(model.fuse(remote, 0.3), local.fuse(here, 0.3), atol=1e-6)
+    with pytest.raises(ValueError, match="lambda"):
+        model.fuse(remote, 1.5)
+
+
+def test_a_forgotten_analysis_is_made_again_from_its_films(model) -> None:
+    from dataclasses import replace
+
+    from diffvqa_core.bench import test_pair
+
+    main, ref = test_pair(6, size=256)
+    first = model.analyze(main, ref, QUESTION)
+    forgotten = replace(first, handle=10**9)  # as if the model process had dropped it from its memory
+    answer = model.reanalyze(forgotten, lam=0.7)
+    assert answer.lam == pytest.approx(0.7) and answer.question == QUESTION
+    assert answer.answer == model.reanalyze(first, lam=0.7).answer
+
+
+def test_errors_in_the_model_process_come_back_as_they_were_raised(model) -> None:
+    from diffvqa_core.bench import test_pair
+    from diffvqa_core.imaging import ImageReadError
+    from diffvqa_core.pipeline import QuestionError
+
+    main, ref = test_pair(7, size=256)
+    with pytest.raises(QuestionError, match="empty"):
+        model.analyze(main, ref, "   ")
+    with pytest.raises(ImageReadError):
+        model.analyze(b"not an image", ref, QUESTION)
+    assert model.analyze(main, ref, QUESTION).answer  # still serving after both
+
+
+def test_a_model_that_cannot_load_says_why_and_its_process_ends(tmp_path: Path) -> None:
+    from review_app.model_process import ModelProcess, ModelProcessError
+
+    process = ModelProcess(str(tmp_path), "cpu", "auto")
+    try:
+        with pytest.raises(ModelProcessError, match="config.json|model.safetensors|checkpoint"):
+            process.wait_ready(timeout=180)
+        assert not process.ready
+        with pytest.raises(ModelProcessError):
+            process.analyze(np.zeros((64, 64)), np.zeros((64, 64)), QUESTION)
+    finally:
+        process.close()
+    assert process._process.wait(timeout=30) is not None
