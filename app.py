@@ -15,10 +15,12 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+STARTED = time.perf_counter()
 if __name__ == "__main__":  # the model loads in its own process while this one imports Gradio (start-up time)
     print("Starting the DiffVQA review app: loading the model in its own process, importing Gradio ...", flush=True)
     from review_app.model_process import ModelProcess
@@ -378,6 +380,7 @@ def main(argv: Sequence[str] | None = None, model: Any = None) -> int:
         demo.close()
         model.close()
         return 2
+    print(f"The model is loaded ({time.perf_counter() - STARTED:.1f} s after the start).", flush=True)
     try:
         demo.block_thread()
     finally:

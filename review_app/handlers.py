@@ -319,8 +319,11 @@ class Handlers:
         start = time.perf_counter()
         result = self._analyze(str(pair.main), str(pair.ref), question, lam, display, pin=True)
         screen = self._screen_of(result, time.perf_counter() - start, "Analysed")
+        analysed = time.perf_counter()
         folder = Path(tempfile.mkdtemp(prefix="diffvqa-preload-"))  # encoded once, not on every page load
         screen = tuple(_as_png_files(value, folder, f"{name}") for name, value in zip(SCREEN, screen))
+        log.info("the example to open on: analysed in %.2f s, its pictures written in %.2f s", analysed - start,
+                 time.perf_counter() - analysed)
         self._preloaded = (str(pair.main), str(pair.ref), question, pair.name, self._attribution(pair.name, question),
                            *screen, *self._blank_review(self._target(result, str(pair.main), str(pair.ref)),
                                                         enabled=True))

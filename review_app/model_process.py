@@ -324,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     connection = Client(address, authkey=key)
     try:
         return serve(connection, json.loads(options))
+    except (BrokenPipeError, ConnectionResetError):  # the app stopped while this process was busy
+        return 0
     finally:
         connection.close()
 
