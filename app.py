@@ -346,17 +346,16 @@ def main(argv: Sequence[str] | None = None, model: Any = None) -> int:
     """
     from review_app.auth import load_auth
     from review_app.launch import serve
-    from review_app.model_process import ModelProcess, ModelProcessError
+    from review_app.model_process import ModelProcess, ModelProcessError, looks_like_checkpoint
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     model = model or ModelProcess(args.checkpoint, args.device, args.precision)
     try:
         print(f"Loading the model ({args.checkpoint or 'the bundled demo'}) in its own process ...", flush=True)
-        if args.checkpoint and not Path(args.checkpoint).is_dir():
-            raise FileNotFoundError(f"no diffvqa checkpoint at {args.checkpoint}")
-        if (args.device, args.precision) != ("auto", "auto"):  # a device asked for: checked before opening anything
-            model.wait_ready()
+        odd_checkpoint = bool(args.checkpoint) and not looks_like_checkpoint(args.checkpoint)
+        if odd_checkpoint or (args.device, args.precision) != ("auto", "auto"):
+            model.wait_ready()  # the model process's verdict (a pickle file, no CUDA, ...) before opening anything
         auth = load_auth(args.auth) if args.auth else None
         examples = load_examples(args.examples, synthetic=not args.no_synthetic_examples)
         worklist = (Worklist.from_folder(args.worklist, args.split, args.question_type, args.limit)

@@ -6,7 +6,10 @@ the app's UI process, which never imports PyTorch, talks to it over an authentic
 (``multiprocessing.connection``, pickled messages). It offers the part of ``DiffVQAPipeline`` that
 ``ReviewService`` uses (``analyze``, ``reanalyze``, ``fuse``, ``config``, ``checkpoint_name``,
 ``checkpoint_sha256``, ``is_demo``); a call made while the model is still loading waits for it. An error raised
-in the model process (an unreadable film, a bad question) is raised again in the UI process as it was.
+in the model process comes back by kind and message (``ImageReadError``, another ``ValueError`` such as a bad
+question or lambda, ``OSError``; anything else as a ``RuntimeError`` naming its type): the review app shows
+``ValueError`` messages to the reviewer and logs the rest. The connection is authenticated with a secret only the
+two processes know (``multiprocessing.connection``); nothing else is ever unpickled.
 
 The model process ends when the connection closes (the app stopped, even if killed) or on ``close``.
 """
@@ -18,7 +21,6 @@ import atexit
 import json
 import logging
 import os
-import pickle
 import secrets
 import subprocess
 import sys
@@ -31,7 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from diffvqa_core.imaging import ImageReadError
+
 log = logging.getLogger("diffvqa.app")
+SENT_ERRORS: dict[str, type[Exception]] = {"ImageReadError": ImageReadError, "ValueError": ValueError,
+                                           "OSError": OSError, "RuntimeError": RuntimeError}
+"""The kinds of error that cross from the model process (see ``_error_message``)."""
 KEY_ENVIRONMENT = "DIFFVQA_MODEL_PROCESS_KEY"
 """Where the model process finds the connection's secret (not on its command line, which others can read)."""
 KEPT_ANALYSES = 64
@@ -62,6 +69,15 @@ class RemoteAnalysis:
     handle: int
     films: tuple[Any, Any] = field(default=(None, None), repr=False, compare=False)
     """The films it was made from (kept in the UI process), to analyse again if the model process forgot it."""
+
+
+CHECKPOINT_FILES = ("config.json", "model.safetensors")
+"""What ``DiffVQAPipeline.from_pretrained`` reads from a checkpoint folder."""
+
+
+def looks_like_checkpoint(path: str) -> bool:
+    """Whether ``path`` is a folder with a checkpoint's files (the model process checks the rest)."""
+    return os.path.isdir(path) and all(os.path.isfile(os.path.join(path, name)) for name in CHECKPOINT_FILES)
 
 
 # ------------------------------------------------------------------------------------------------ UI side
@@ -182,7 +198,8 @@ class ModelProcess:
             except (OSError, EOFError):
                 raise ModelProcessError("the model process stopped: restart the app") from None
         if status == "error":
-            raise payload
+            kind, message = payload
+            raise SENT_ERRORS.get(kind, RuntimeError)(message)
         return payload
 
     def analyze(self, main: Any, ref: Any, question: str, lam: float | None = None) -> RemoteAnalysis:
@@ -268,13 +285,12 @@ def _remote(analysis: Any, handle: int) -> RemoteAnalysis:
         num_beams=analysis.num_beams, answered_by=analysis.answered_by, handle=handle)
 
 
-def _sendable(error: BaseException) -> BaseException:
-    """The error itself when it survives pickling, else a RuntimeError with its message."""
-    try:
-        pickle.loads(pickle.dumps(error))
-        return error
-    except Exception:  # noqa: BLE001 - any error that cannot cross the process boundary as it is
-        return RuntimeError(str(error))
+def _error_message(error: BaseException) -> tuple[str, str]:
+    """(kind, message) of an error for the UI process: a kind of ``SENT_ERRORS``."""
+    for kind in (ImageReadError, ValueError, OSError):
+        if isinstance(error, kind):
+            return kind.__name__, str(error)
+    return "RuntimeError", f"{type(error).__name__}: {error}"
 
 
 def serve(connection: Connection, options: dict[str, Any]) -> int:
@@ -308,7 +324,7 @@ def serve(connection: Connection, options: dict[str, Any]) -> int:
             else:
                 raise ValueError(f"unknown request {kind!r}")
         except Exception as exc:  # noqa: BLE001 - raised again in the UI process, which decides what to show
-            connection.send(("error", _sendable(exc)))
+            connection.send(("error", _error_message(exc)))
             continue
         next_handle += 1
         kept[next_handle] = analysis

@@ -1,6 +1,6 @@
 """The model in its own process (review_app.model_process): the app's UI process never imports PyTorch, the model
-process answers exactly as the pipeline does in-process, its errors come back as they were raised, and a model
-that cannot load says why."""
+process answers exactly as the pipeline does in-process, its errors come back by kind with their message, and a
+model that cannot load says why."""
 
 from __future__ import annotations
 
@@ -68,16 +68,17 @@ def test_a_forgotten_analysis_is_made_again_from_its_films(model) -> None:
     assert answer.answer == model.reanalyze(first, lam=0.7).answer
 
 
-def test_errors_in_the_model_process_come_back_as_they_were_raised(model) -> None:
+def test_errors_in_the_model_process_come_back_by_kind_with_their_message(model) -> None:
     from diffvqa_core.bench import test_pair
     from diffvqa_core.imaging import ImageReadError
-    from diffvqa_core.pipeline import QuestionError
 
     main, ref = test_pair(7, size=256)
-    with pytest.raises(QuestionError, match="empty"):
+    with pytest.raises(ValueError, match="the question is empty"):
         model.analyze(main, ref, "   ")
     with pytest.raises(ImageReadError):
         model.analyze(b"not an image", ref, QUESTION)
+    with pytest.raises(ValueError, match="lambda"):
+        model.analyze(main, ref, QUESTION, 2.0)
     assert model.analyze(main, ref, QUESTION).answer  # still serving after both
 
 

@@ -143,8 +143,8 @@ def test_the_shipped_demo_continues_demo_yaml_with_pretrained_parts_and_the_read
     model = {k for k, v in config["model"].items() if v != reference["model"].get(k)}
     assert changed == {"init_weights", "epochs_stage1", "epochs_stage2", "learning_rate", "output_dir"}
     assert model == {"change_encoder_weights", "registration_weights", "registration_size", "registration_channels",
-                     "registration_refinement", "difference_readout", "change_read_both_ways", "change_threshold", "change_gate",
-                     "lambda_start", "alpha_pose"}
+                     "registration_refinement", "difference_readout", "change_read_both_ways", "change_threshold",
+                     "change_gate", "lambda_start", "alpha_pose"}
     from diffvqa_core import DiffVQAConfig
 
     paper = DiffVQAConfig.from_preset("paper")  # the registration keeps the paper preset's shape
