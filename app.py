@@ -32,7 +32,7 @@ for _key, _value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TEL
 import gradio as gr  # noqa: E402
 
 from diffvqa_core.data.vocabulary import QUESTION_TYPES  # noqa: E402
-from feedback_db import FeedbackStore, OverlayCache  # noqa: E402
+from feedback_db import FeedbackStore, OverlayCache, data_dir  # noqa: E402
 from review_app.analysis_tab import analysis_tab  # noqa: E402
 from review_app.examples import SYNTH_ATTRIBUTION, ExamplePair, load_examples  # noqa: E402
 from review_app.handlers import (  # noqa: E402
@@ -76,7 +76,7 @@ LAMBDA_INFO = ("M = λU + (1−λ)F. 1 = only the prior U, 0 = only the adaptive
 def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | None = None, *,
                examples: Sequence[ExamplePair] | None = None, overlays: OverlayCache | None = None,
                synthetic_examples: bool = True, preload: ExamplePair | None = None,
-               worklist: Worklist | None = None) -> gr.Blocks:
+               worklist: Worklist | None = None, preload_memo: Any = None) -> gr.Blocks:
     """Lay out the review app over a pipeline and a feedback store.
 
     Args:
@@ -91,17 +91,19 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
             open empty); a page that opens before it is analysed waits for it.
         worklist: cases to review in order (``--worklist``): Previous / Next, progress per reviewer, the
             ground truth shown once the verdict is saved; a page opens on its reviewer's next case.
+        preload_memo: a ``review_app.preload_memo.PreloadMemo`` in which ``preload``'s analysis is kept from one
+            start to the next (then pages open on it before the model has loaded).
 
     Returns:
         The Blocks app, not launched (see ``review_app.launch.serve``).
     """
     if examples is None:
         examples = load_examples(examples_dir, synthetic=synthetic_examples)
-    h = Handlers(ReviewService(pipeline, store, overlays), examples)
+    h = Handlers(ReviewService(pipeline, store, overlays), examples, preload_memo=preload_memo)
     wl = WorklistHandlers(h, worklist) if worklist is not None else None
     ui: dict[str, Any] = {}
     with gr.Blocks(title="DiffVQA review", analytics_enabled=False, fill_width=True) as demo:
-        banner = gr.HTML(h.banner_html() if h.model_ready else h.loading_banner_html(), elem_id="banner")
+        banner = gr.HTML(h.banner_html() if h.checkpoint_known else h.loading_banner_html(), elem_id="banner")
         with gr.Tab("Review", id="review"):
             with gr.Row(equal_height=False, elem_id="review-row"):
                 with gr.Column(scale=1, min_width=290, elem_id="inputs"):
@@ -296,7 +298,7 @@ def build_demo(pipeline: Any, store: FeedbackStore, examples_dir: str | Path | N
                                                                   ui["theta"], analysis_id, status],
                            api_name="next_case", concurrency_id="model")
             demo.load(None, js=NEXT_JS)
-        if not h.model_ready:  # the model is loading in its own process: the banner says which once it is in
+        if not h.checkpoint_known:  # the model is loading in its own process: the banner says which once it is in
             demo.load(h.banner_html, None, banner, api_visibility="private", show_progress="hidden")
         if preload is not None:
             h.start_preload(preload, question_choices()[0])
@@ -367,7 +369,8 @@ def main(argv: Sequence[str] | None = None, model: Any = None) -> int:
         return 2
     print(f"feedback database: {store.display_url}", flush=True)
     preload = None if args.no_preload or worklist else preload_pair(examples)
-    demo = build_demo(model, store, examples=examples, worklist=worklist, preload=preload)
+    memo = model.preload_memo(data_dir() / "preload") if preload is not None else None
+    demo = build_demo(model, store, examples=examples, worklist=worklist, preload=preload, preload_memo=memo)
     _, url, _ = serve(demo, host=args.host, port=args.port, auth=auth, examples=examples,
                       folders=worklist.folders if worklist else (), prevent_thread_lock=True, quiet=True)
     print(f"DiffVQA review app on {url}  (Ctrl+C to stop)" + ("" if model.ready else "; the model is loading"),

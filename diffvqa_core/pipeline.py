@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from diffvqa_core import imaging
+from diffvqa_core.checkpoint_files import DEMO_CHECKPOINT, file_sha256, is_demo_folder
 from diffvqa_core.config import DiffVQAConfig
 from diffvqa_core.fusion import check_lambda, fuse_for_display
 from diffvqa_core.model import WEIGHTS_FILE, DiffVQAModel, VisualState
 from diffvqa_core.tokenizer import local_tokenizer
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
 MAX_QUESTION_CHARS = 1000
 RANDOM_INIT = "random-init"
 DTYPES = (torch.float32, torch.bfloat16)
@@ -91,15 +91,6 @@ class Analysis:
 def _plane(tensor: torch.Tensor) -> np.ndarray:
     """(1, C, H, W) tensor -> (H, W) float32 array of its first channel."""
     return tensor[0, 0].detach().float().cpu().numpy().astype(np.float32)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class DiffVQAPipeline:
@@ -180,7 +171,7 @@ class DiffVQAPipeline:
             raise FileNotFoundError(f"no diffvqa checkpoint at {directory}{hint}")
         model = DiffVQAModel.from_pretrained(directory).to(device)
         return cls(model, checkpoint_name=directory.name, checkpoint_sha256=file_sha256(directory / WEIGHTS_FILE),
-                   is_demo=path is None or directory.resolve() == DEMO_CHECKPOINT.resolve(), dtype=dtype)
+                   is_demo=path is None or is_demo_folder(directory), dtype=dtype)
 
     @classmethod
     def from_config(cls, config: DiffVQAConfig, *, dtype: torch.dtype = torch.float32) -> DiffVQAPipeline:

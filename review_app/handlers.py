@@ -100,17 +100,20 @@ def _warning(text: str) -> str:
 class Handlers:
     """The app's event handlers, bound to one service and one list of examples."""
 
-    def __init__(self, service: ReviewService, examples: Sequence[ExamplePair]) -> None:
+    def __init__(self, service: ReviewService, examples: Sequence[ExamplePair], preload_memo: Any = None) -> None:
         self.service = service
+        self.preload_memo = preload_memo
+        """A ``review_app.preload_memo.PreloadMemo`` for the example pages open on (None: always analysed)."""
         self.examples = {pair.name: pair for pair in examples}
         self._preloaded: tuple[Any, ...] | None = None
         self._preloading: threading.Thread | None = None
 
     # -- banner ------------------------------------------------------------------------------------------
     @property
-    def model_ready(self) -> bool:
-        """Whether the model answers now (False while a ``ModelProcess`` is still loading it)."""
-        return bool(getattr(self.service.pipeline, "ready", True))
+    def checkpoint_known(self) -> bool:
+        """Whether the banner's facts are known now (a ``ModelProcess`` reads them from the checkpoint's files;
+        when it cannot, they come with the loaded model)."""
+        return bool(getattr(self.service.pipeline, "knows_checkpoint", True))
 
     @staticmethod
     def loading_banner_html() -> str:
@@ -250,7 +253,8 @@ class Handlers:
     @user_errors
     def _analyze(self, main: str | None, ref: str | None, question: str, lam: float | None,
                  display: Display, pin: bool = False) -> AnalysisResult:
-        return self.service.analyze(main, ref, question or "", lam, display, pin=pin)
+        return self.service.analyze(main, ref, question or "", lam, display, pin=pin,
+                                    memo=self.preload_memo if pin else None)
 
     def reanswer_on_screen(self, analysis_id: float | None, lam: float, verdict: str | None, rating: int | None,
                            review_status: str, mask: str = "M", opacity: float = 0.5, center: float = 0.5,
@@ -329,13 +333,16 @@ class Handlers:
                                                         enabled=True))
         return self._preloaded
 
-    def start_preload(self, pair: ExamplePair, question: str) -> None:
+    def start_preload(self, pair: ExamplePair, question: str, lam: float = 0.5) -> None:
         """:meth:`preload` in a background thread (the model may still be loading); pages wait for it on open.
         A pair that cannot be analysed is logged, and pages open empty."""
         def run() -> None:
             try:
-                getattr(self.service.pipeline, "wait_ready", lambda: None)()  # the status times the analysis alone
-                self.preload(pair, question)
+                memo = self.preload_memo
+                if memo is None or not self.service.memoized(pair.main, pair.ref, pair.question or question, lam,
+                                                             memo):
+                    getattr(self.service.pipeline, "wait_ready", lambda: None)()  # the status times the analysis
+                self.preload(pair, question, lam)
             except Exception as exc:  # noqa: BLE001 - the app serves on; the console says why the screen is empty
                 log.warning("the example to open on (%s) could not be analysed: %s", pair.name,
                             getattr(exc, "message", None) or exc)

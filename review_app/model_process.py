@@ -29,15 +29,15 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Client, Connection, Listener
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # imported where used: `python app.py` starts the model process before anything heavy is imported
+    import numpy as np
 
-from diffvqa_core.imaging import ImageReadError
+    from review_app.preload_memo import PreloadMemo
 
 log = logging.getLogger("diffvqa.app")
-SENT_ERRORS: dict[str, type[Exception]] = {"ImageReadError": ImageReadError, "ValueError": ValueError,
-                                           "OSError": OSError, "RuntimeError": RuntimeError}
+SENT_ERRORS = ("ImageReadError", "ValueError", "OSError", "RuntimeError")
 """The kinds of error that cross from the model process (see ``_error_message``)."""
 KEY_ENVIRONMENT = "DIFFVQA_MODEL_PROCESS_KEY"
 """Where the model process finds the connection's secret (not on its command line, which others can read)."""
@@ -96,6 +96,7 @@ class ModelProcess:
         self._listener = Listener(authkey=key)
         self._connection: Connection | None = None
         self._facts: dict[str, Any] = {}
+        self._local_facts: dict[str, Any] | None = None  # read from the files once the model process is started
         self._config: Any = None
         self._failure: str | None = None
         self._ready = threading.Event()
@@ -103,6 +104,9 @@ class ModelProcess:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "review_app.model_process", str(self._listener.address), json.dumps(self.options)],
             env={**os.environ, KEY_ENVIRONMENT: key.hex()}, stdin=subprocess.DEVNULL)
+        from diffvqa_core.checkpoint_files import checkpoint_facts
+
+        self._local_facts = checkpoint_facts(checkpoint)  # from the files: the banner needs no model
         threading.Thread(target=self._connect, name="model-process-connect", daemon=True).start()
         threading.Thread(target=self._watch, name="model-process-watch", daemon=True).start()
         atexit.register(self.close)
@@ -162,8 +166,30 @@ class ModelProcess:
         """Whether the model is loaded (False while loading or after a failure)."""
         return self._ready.is_set() and self._failure is None
 
+    @property
+    def knows_checkpoint(self) -> bool:
+        """Whether the checkpoint's name, digest and config are known (read from its files, or from the model)."""
+        return self._local_facts is not None or self.ready
+
+    def preload_memo(self, folder: str | os.PathLike[str]) -> PreloadMemo | None:
+        """A memo of analyses made by this checkpoint under these options (None when its files are not all there)."""
+        from diffvqa_core.checkpoint_files import checkpoint_folder
+        from review_app.preload_memo import PreloadMemo, model_identity
+
+        if self._local_facts is None:
+            return None
+        return PreloadMemo(folder, model_identity(checkpoint_folder(self.options["checkpoint"]), self.options))
+
+    @staticmethod
+    def remembered(fields: dict[str, Any], films: tuple[Any, Any]) -> RemoteAnalysis:
+        """An analysis read back from a ``PreloadMemo``; the model process has no features for it, so a re-answer
+        analyses its films again."""
+        return RemoteAnalysis(**fields, handle=-1, films=films)
+
     # -- the pipeline's facts ----------------------------------------------------------------------------
     def _fact(self, name: str) -> Any:
+        if not self._ready.is_set() and self._local_facts is not None:
+            return self._local_facts[name]
         self.wait_ready()
         return self._facts[name]
 
@@ -198,8 +224,11 @@ class ModelProcess:
             except (OSError, EOFError):
                 raise ModelProcessError("the model process stopped: restart the app") from None
         if status == "error":
+            from diffvqa_core.imaging import ImageReadError
+
             kind, message = payload
-            raise SENT_ERRORS.get(kind, RuntimeError)(message)
+            raise {"ImageReadError": ImageReadError, "ValueError": ValueError, "OSError": OSError}.get(
+                kind, RuntimeError)(message)
         return payload
 
     def analyze(self, main: Any, ref: Any, question: str, lam: float | None = None) -> RemoteAnalysis:
@@ -221,7 +250,7 @@ class ModelProcess:
         from diffvqa_core.fusion import fuse_for_display
 
         return fuse_for_display(analysis.prior_mask, analysis.adaptive_mask, lam,
-                                use_saliency_mask=bool(self._fact("use_saliency_mask")))
+                                use_saliency_mask=bool(self.config.use_saliency_mask))
 
     def close(self) -> None:
         """Stop the model process (also at exit)."""
@@ -287,6 +316,8 @@ def _remote(analysis: Any, handle: int) -> RemoteAnalysis:
 
 def _error_message(error: BaseException) -> tuple[str, str]:
     """(kind, message) of an error for the UI process: a kind of ``SENT_ERRORS``."""
+    from diffvqa_core.imaging import ImageReadError
+
     for kind in (ImageReadError, ValueError, OSError):
         if isinstance(error, kind):
             return kind.__name__, str(error)
@@ -303,8 +334,7 @@ def serve(connection: Connection, options: dict[str, Any]) -> int:
     connection.send(("ready", {"config": pipeline.config.to_dict(),
                                "checkpoint_name": pipeline.checkpoint_name,
                                "checkpoint_sha256": pipeline.checkpoint_sha256,
-                               "is_demo": bool(getattr(pipeline, "is_demo", False)),
-                               "use_saliency_mask": bool(pipeline.config.use_saliency_mask)}))
+                               "is_demo": bool(getattr(pipeline, "is_demo", False))}))
     kept: OrderedDict[int, Any] = OrderedDict()
     next_handle = 0
     while True:

@@ -99,13 +99,15 @@ class ReviewService:
 
     # -- analysis ----------------------------------------------------------------------------------------
     def analyze(self, main: str | Path, ref: str | Path, question: str, lam: float | None = None,
-                display: Display | None = None, *, pin: bool = False) -> AnalysisResult:
+                display: Display | None = None, *, pin: bool = False, memo: Any = None) -> AnalysisResult:
         """Read both films, run the pipeline, record the analysis and render it.
 
         A DICOM that is not a radiograph (CT, MR, ...) is refused; a lateral view is analysed and flagged.
 
         Args:
             pin: keep this analysis in memory for good (the app's preloaded example).
+            memo: a ``review_app.preload_memo.PreloadMemo`` to read the analysis from (the pipeline, a
+                ``ModelProcess``, is then not asked) or to keep it in.
 
         Raises:
             UserError: an image is missing or is not a radiograph.
@@ -116,8 +118,15 @@ class ReviewService:
         main_full, ref_full = _read(main, MAIN), _read(ref, REFERENCE)
         flags = tuple(f"{what}: {reason}." for what, path in ((MAIN, main), (REFERENCE, ref))
                       if (reason := lateral_view(path)))
-        with self._model_lock:
-            analysis = self.pipeline.analyze(main_full, ref_full, question, lam=lam)
+        key = memo.key(main_full, ref_full, question, lam) if memo is not None else None
+        stored = memo.get(key) if memo is not None else None
+        if stored is not None:
+            analysis = self.pipeline.remembered(stored, (main_full, ref_full))
+        else:
+            with self._model_lock:
+                analysis = self.pipeline.analyze(main_full, ref_full, question, lam=lam)
+            if memo is not None:
+                memo.put(key, analysis)
         entry = _Entry(analysis, main_full, ref_full, question_type(analysis.question), sha256_of(main),
                        sha256_of(ref), flags)
         analysis_id = self._record(entry)
@@ -135,6 +144,13 @@ class ReviewService:
         if reason := lateral_view(path):
             return f"{what}: {reason}; its answer will be flagged."
         return None
+
+    def memoized(self, main: str | Path, ref: str | Path, question: str, lam: float | None, memo: Any) -> bool:
+        """Whether ``memo`` holds the analysis ``analyze`` would make of these films (False for any doubt)."""
+        try:
+            return memo.get(memo.key(_read(main, MAIN), _read(ref, REFERENCE), question, lam)) is not None
+        except ValueError:
+            return False
 
     def reanswer(self, analysis_id: int, lam: float, display: Display | None = None) -> AnalysisResult:
         """Answer again at another lambda from the cached features; the new answer is a new analysis."""

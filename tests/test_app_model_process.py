@@ -95,3 +95,55 @@ def test_a_model_that_cannot_load_says_why_and_its_process_ends(tmp_path: Path) 
     finally:
         process.close()
     assert process._process.wait(timeout=30) is not None
+
+
+def test_the_checkpoint_is_known_from_its_files_before_the_model_loads(tmp_path: Path) -> None:
+    from diffvqa_core.checkpoint_files import DEMO_CHECKPOINT, checkpoint_facts, file_sha256
+
+    facts = checkpoint_facts(None)
+    assert facts is not None and facts["is_demo"] and facts["checkpoint_name"] == "demo_model"
+    assert facts["checkpoint_sha256"] == file_sha256(DEMO_CHECKPOINT / "model.safetensors")
+    assert checkpoint_facts(tmp_path) is None  # no files: only loading it can say what is wrong
+
+
+def test_the_example_s_analysis_is_kept_between_starts_and_read_back_without_the_model(model, tmp_path: Path) -> None:
+    from diffvqa_core.bench import test_pair
+    from feedback_db import FeedbackStore
+    from review_app.preload_memo import KEPT, PreloadMemo
+    from review_app.service import ReviewService
+
+    main, ref = test_pair(8, size=256)
+    files = []
+    for name, film in (("main.png", main), ("ref.png", ref)):
+        import cv2
+
+        cv2.imwrite(str(tmp_path / name), (film * 255).astype(np.uint8))
+        files.append(str(tmp_path / name))
+    memo = model.preload_memo(tmp_path / "memo")
+    assert memo is not None
+    with FeedbackStore(f"sqlite:///{tmp_path / 'f.sqlite3'}") as store:
+        service = ReviewService(model, store)
+        first = service.analyze(*files, QUESTION, 0.5, pin=True, memo=memo)
+        assert len(list((tmp_path / "memo").glob("*.npz"))) == 1
+
+        class NoModel:  # the model still loading: a memo hit must not ask it
+            def __getattr__(self, name):
+                if name in ("analyze", "reanalyze"):
+                    raise AssertionError("the model was asked")
+                return getattr(model, name)
+
+        service.pipeline = NoModel()
+        assert service.memoized(*files, QUESTION, 0.5, memo)
+        again = service.analyze(*files, QUESTION, 0.5, pin=True, memo=memo)
+        assert again.analysis_id != first.analysis_id and again.answer == first.answer
+        assert again.theta_words == first.theta_words
+        service.pipeline = model  # a re-answer of a remembered analysis analyses its films again
+        assert service.reanswer(again.analysis_id, 0.3).lam == pytest.approx(0.3)
+    other = PreloadMemo(tmp_path / "memo", memo.identity + "x")  # another checkpoint, code or library version
+    assert other.get(other.key(main, ref, QUESTION, 0.5)) is None
+    assert memo.get(memo.key(main, ref, QUESTION, 0.4)) is None and memo.get(memo.key(ref, main, QUESTION, 0.5)) is None
+    for seed in range(KEPT + 2):
+        memo.put(memo.key(main, ref, f"{QUESTION} {seed}", 0.5), model.analyze(main, ref, QUESTION))
+    assert len(list((tmp_path / "memo").glob("*.npz"))) == KEPT
+    (tmp_path / "memo" / "broken.npz").write_bytes(b"not a zip")
+    assert memo.get("broken") is None

@@ -1,0 +1,103 @@
+"""The analysis of the example the app opens on, kept on disk from one start of the app to the next.
+
+Every page of ``python app.py`` opens on the first synthetic example analysed. The model needs ~8 s to load on 2
+CPU cores; the UI is served in ~5. So the app keeps that one analysis (answer, warp, masks: what a page shows) in
+its data folder, under a key made of everything the result depends on: the checkpoint's files, the model
+process's options (device, precision), the source of ``diffvqa_core``, the versions of the libraries that compute
+it, and the films, question and lambda themselves. A later start with the same key opens on it at once; any change
+to any of them computes it again. Nothing but numbers and text is stored (``numpy.savez``, read without pickle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import diffvqa_core
+
+log = logging.getLogger("diffvqa.app")
+KEPT = 4
+"""Memo files kept (the newest); one per checkpoint and example in practice."""
+ARRAYS = ("theta", "main_image", "ref_image", "registered_main", "prior_mask", "adaptive_mask", "fused_mask")
+TEXTS = ("answer", "question", "answered_by")
+LIBRARIES = ("torch", "transformers", "timm", "opencv-python-headless", "numpy")
+
+
+def model_identity(checkpoint_dir: Path, options: dict[str, Any]) -> str:
+    """A digest of what an analysis depends on besides its inputs: the checkpoint folder's files, the options the
+    model runs under, the source of ``diffvqa_core`` and the library versions."""
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    for path in sorted(p for p in checkpoint_dir.iterdir() if p.is_file()):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    source = Path(diffvqa_core.__file__).parent
+    for path in sorted(source.rglob("*.py")):
+        digest.update(str(path.relative_to(source)).encode())
+        digest.update(path.read_bytes())
+    for name in LIBRARIES:
+        try:
+            digest.update(f"{name}={metadata.version(name)}".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{name}=absent".encode())
+    return digest.hexdigest()
+
+
+class PreloadMemo:
+    """Analyses on disk under ``folder``, for one model identity (see the module).
+
+    Args:
+        folder: where the memo files go (created when needed).
+        identity: ``model_identity`` of the model that makes the analyses.
+    """
+
+    def __init__(self, folder: str | Path, identity: str) -> None:
+        self.folder = Path(folder)
+        self.identity = identity
+
+    def key(self, main: np.ndarray, ref: np.ndarray, question: str, lam: float | None) -> str:
+        """The file name stem of an analysis of these films, question and lambda."""
+        digest = hashlib.sha256(self.identity.encode())
+        for film in (main, ref):
+            film = np.ascontiguousarray(film)
+            digest.update(f"{film.shape}{film.dtype}".encode())
+            digest.update(film.tobytes())
+        digest.update(json.dumps([question, lam]).encode())
+        return digest.hexdigest()[:32]
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored fields of an analysis (``ARRAYS``, ``TEXTS``, ``lam``, ``num_beams``), or None."""
+        path = self.folder / f"{key}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                fields: dict[str, Any] = {name: stored[name].copy() for name in ARRAYS}
+                fields.update({name: str(stored[name]) for name in TEXTS})
+                fields["lam"], fields["num_beams"] = float(stored["lam"]), int(stored["num_beams"])
+                return fields
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError):  # damaged or from an older layout: compute it again
+            log.warning("ignoring the unreadable memo %s", path)
+            return None
+
+    def put(self, key: str, analysis: Any) -> None:
+        """Store an analysis (anything with the fields of ``diffvqa_core.pipeline.Analysis``); a failure to write
+        is logged, never raised (the memo only saves time)."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            temporary = self.folder / f"{key}.partial.npz"
+            np.savez(temporary, **{name: np.asarray(getattr(analysis, name)) for name in ARRAYS},
+                     **{name: np.array(str(getattr(analysis, name))) for name in TEXTS},
+                     lam=np.array(float(analysis.lam)), num_beams=np.array(int(analysis.num_beams)))
+            temporary.replace(self.folder / f"{key}.npz")
+            for old in sorted(self.folder.glob("*.npz"), key=lambda p: p.stat().st_mtime)[:-KEPT]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            log.warning("could not keep the example's analysis in %s", self.folder, exc_info=True)
