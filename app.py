@@ -21,11 +21,14 @@ from pathlib import Path
 from typing import Any
 
 STARTED = time.perf_counter()
-if __name__ == "__main__":  # the model loads in its own process while this one imports Gradio (start-up time)
+if __name__ == "__main__" and not {"-h", "--help"} & set(sys.argv[1:]):
+    # the model loads in its own process while this one imports Gradio (start-up time)
     print("Starting the DiffVQA review app: loading the model in its own process, importing Gradio ...", flush=True)
     from review_app.model_process import ModelProcess
 
     EARLY_MODEL: ModelProcess | None = ModelProcess.from_argv(sys.argv[1:])
+else:
+    EARLY_MODEL = None
 for _key, _value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TELEMETRY", "1"), ("HF_HUB_OFFLINE", "1")):
     os.environ.setdefault(_key, _value)
 
