@@ -351,14 +351,14 @@ def main(argv: Sequence[str] | None = None, model: Any = None) -> int:
     """
     from review_app.auth import load_auth
     from review_app.launch import serve
-    from review_app.model_process import ModelProcess, ModelProcessError, looks_like_checkpoint
+    from review_app.model_process import ModelProcess, ModelProcessError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     model = model or ModelProcess(args.checkpoint, args.device, args.precision)
     try:
         print(f"Loading the model ({args.checkpoint or 'the bundled demo'}) in its own process ...", flush=True)
-        odd_checkpoint = bool(args.checkpoint) and not looks_like_checkpoint(args.checkpoint)
+        odd_checkpoint = bool(args.checkpoint) and not getattr(model, "knows_checkpoint", True)  # files not all there
         if odd_checkpoint or (args.device, args.precision) != ("auto", "auto"):
             model.wait_ready()  # the model process's verdict (a pickle file, no CUDA, ...) before opening anything
         auth = load_auth(args.auth) if args.auth else None

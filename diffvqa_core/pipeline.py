@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from diffvqa_core import imaging
+from diffvqa_core.analysis_view import AnalysisView
 from diffvqa_core.checkpoint_files import DEMO_CHECKPOINT, file_sha256, is_demo_folder
 from diffvqa_core.config import DiffVQAConfig
 from diffvqa_core.fusion import check_lambda, fuse_for_display
@@ -54,38 +55,11 @@ class QuestionError(ValueError):
 
 
 @dataclass
-class Analysis:
-    """One answered case, with everything a reviewer looks at (HxW arrays at the model input size).
+class Analysis(AnalysisView):
+    """One answered case (the fields of ``AnalysisView``) with the features of its pair, which ``reanalyze`` reuses
+    (``_state``: registration, masks and unmasked features, stages 1-4)."""
 
-    Attributes:
-        answer: the generated answer.
-        question: the question as asked.
-        lam: fusion weight lambda used for ``fused_mask`` and the answer.
-        theta: (2, 3) affine parameters (output -> input coordinates, see ``registration``).
-        main_image: (S, S) float32 main visit in [0, 1].
-        ref_image: (S, S) float32 reference visit in [0, 1].
-        registered_main: (S, S) float32 main visit after registration.
-        prior_mask: (S, S) float32 DINO union U in [0, 1].
-        adaptive_mask: (S, S) float32 adaptive mask F in [0, 1].
-        fused_mask: (S, S) float32 M in [0, 1].
-        num_beams: beams used for decoding.
-        answered_by: "decoder", or "change heads" when the change encoder's own reading answered
-            (``difference_readout``, not in the paper).
-    """
-
-    answer: str
-    question: str
-    lam: float
-    theta: np.ndarray
-    main_image: np.ndarray
-    ref_image: np.ndarray
-    registered_main: np.ndarray
-    prior_mask: np.ndarray
-    adaptive_mask: np.ndarray
-    fused_mask: np.ndarray
-    num_beams: int
-    _state: VisualState = field(repr=False, compare=False)
-    answered_by: str = "decoder"
+    _state: VisualState | None = field(default=None, repr=False, compare=False)
 
 
 def _plane(tensor: torch.Tensor) -> np.ndarray:

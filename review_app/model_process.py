@@ -27,9 +27,11 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Client, Connection, Listener
 from typing import TYPE_CHECKING, Any
+
+from diffvqa_core.analysis_view import AnalysisView
 
 if TYPE_CHECKING:  # imported where used: `python app.py` starts the model process before anything heavy is imported
     import numpy as np
@@ -50,34 +52,13 @@ class ModelProcessError(RuntimeError):
 
 
 @dataclass
-class RemoteAnalysis:
-    """An analysis made in the model process: the fields of ``diffvqa_core.pipeline.Analysis`` without its
-    features, which stay there under ``handle``."""
+class RemoteAnalysis(AnalysisView):
+    """An analysis made in the model process: the fields of ``AnalysisView``; its features stay there under
+    ``handle`` (-1: none, e.g. read back from a ``PreloadMemo``)."""
 
-    answer: str
-    question: str
-    lam: float
-    theta: np.ndarray
-    main_image: np.ndarray
-    ref_image: np.ndarray
-    registered_main: np.ndarray
-    prior_mask: np.ndarray
-    adaptive_mask: np.ndarray
-    fused_mask: np.ndarray
-    num_beams: int
-    answered_by: str
-    handle: int
+    handle: int = -1
     films: tuple[Any, Any] = field(default=(None, None), repr=False, compare=False)
     """The films it was made from (kept in the UI process), to analyse again if the model process forgot it."""
-
-
-CHECKPOINT_FILES = ("config.json", "model.safetensors")
-"""What ``DiffVQAPipeline.from_pretrained`` reads from a checkpoint folder."""
-
-
-def looks_like_checkpoint(path: str) -> bool:
-    """Whether ``path`` is a folder with a checkpoint's files (the model process checks the rest)."""
-    return os.path.isdir(path) and all(os.path.isfile(os.path.join(path, name)) for name in CHECKPOINT_FILES)
 
 
 # ------------------------------------------------------------------------------------------------ UI side
@@ -178,7 +159,8 @@ class ModelProcess:
 
         if self._local_facts is None:
             return None
-        return PreloadMemo(folder, model_identity(checkpoint_folder(self.options["checkpoint"]), self.options))
+        return PreloadMemo(folder, model_identity(checkpoint_folder(self.options["checkpoint"]),
+                                                  self._local_facts["checkpoint_sha256"], self.options))
 
     @staticmethod
     def remembered(fields: dict[str, Any], films: tuple[Any, Any]) -> RemoteAnalysis:
@@ -307,11 +289,7 @@ def load_pipeline(checkpoint: str | None, **placement: Any) -> Any:
 
 
 def _remote(analysis: Any, handle: int) -> RemoteAnalysis:
-    return RemoteAnalysis(
-        answer=analysis.answer, question=analysis.question, lam=float(analysis.lam), theta=analysis.theta,
-        main_image=analysis.main_image, ref_image=analysis.ref_image, registered_main=analysis.registered_main,
-        prior_mask=analysis.prior_mask, adaptive_mask=analysis.adaptive_mask, fused_mask=analysis.fused_mask,
-        num_beams=analysis.num_beams, answered_by=analysis.answered_by, handle=handle)
+    return RemoteAnalysis(**{f.name: getattr(analysis, f.name) for f in fields(AnalysisView)}, handle=handle)
 
 
 def _error_message(error: BaseException) -> tuple[str, str]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 import diffvqa_core
+from diffvqa_core.checkpoint_files import WEIGHTS_FILE
 
 log = logging.getLogger("diffvqa.app")
 KEPT = 4
@@ -29,11 +30,12 @@ TEXTS = ("answer", "question", "answered_by")
 LIBRARIES = ("torch", "transformers", "timm", "opencv-python-headless", "numpy")
 
 
-def model_identity(checkpoint_dir: Path, options: dict[str, Any]) -> str:
-    """A digest of what an analysis depends on besides its inputs: the checkpoint folder's files, the options the
-    model runs under, the source of ``diffvqa_core`` and the library versions."""
-    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
-    for path in sorted(p for p in checkpoint_dir.iterdir() if p.is_file()):
+def model_identity(checkpoint_dir: Path, weights_sha256: str, options: dict[str, Any]) -> str:
+    """A digest of what an analysis depends on besides its inputs: the checkpoint folder's files (the weights by
+    their digest, already taken for the banner), the options the model runs under, the source of ``diffvqa_core``
+    and the library versions."""
+    digest = hashlib.sha256(json.dumps([options, weights_sha256], sort_keys=True).encode())
+    for path in sorted(p for p in checkpoint_dir.iterdir() if p.is_file() and p.name != WEIGHTS_FILE):
         digest.update(path.name.encode())
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
