@@ -238,3 +238,25 @@ def test_warm_start_keeps_a_change_encoder_loaded_from_its_own_weights(tmp_path)
     assert not torch.equal(model.change_encoder.queries, trained.change_encoder.queries)
     assert torch.equal(model.registration.head.bias, trained.registration.head.bias)
     assert own_weight_prefixes(trained) == ()
+
+
+def test_pretraining_can_start_from_the_encoder_inside_a_model_checkpoint_at_another_side(tmp_path):
+    """`pretrain-change --init CHECKPOINT --input-size S`: the model's change encoder, its token positions resized
+    to the new grid (a smooth field stays smooth), everything else the same weights."""
+    from train.pretrain_change import initial_encoder, resize_positions
+
+    model = build_tiny_model(**CHANGE_MODEL)
+    model.save_pretrained(tmp_path / "model")
+    same = initial_encoder(tmp_path / "model")
+    assert same.config == model.change_encoder.config
+    for name, value in model.change_encoder.state_dict().items():
+        assert torch.equal(same.state_dict()[name], value), name
+    larger = initial_encoder(tmp_path / "model", input_size=96)
+    assert larger.config.input_size == 96 and larger.positions.shape[1] == 6 * 6
+    assert torch.equal(larger.queries, model.change_encoder.queries)
+    assert torch.equal(larger.stages[0][0].weight, model.change_encoder.stages[0][0].weight)
+    ramp = torch.linspace(0, 1, 4).view(1, 4, 1, 1).expand(1, 4, 4, 2).reshape(1, 16, 2)  # rows 0 .. 1
+    resized = resize_positions(ramp, 8).reshape(8, 8, 2)
+    assert torch.all(resized[1:, :, 0] >= resized[:-1, :, 0] - 1e-6) and torch.allclose(resized[:, 0], resized[:, 5])
+    with pytest.raises(FileNotFoundError, match="neither"):
+        initial_encoder(tmp_path)

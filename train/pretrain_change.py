@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_file
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from diffvqa_core.change import CONFIG_FILE, WEIGHTS_FILE
@@ -66,8 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-seed", type=int, default=None,
                         help="seed of the validation pairs (default: --seed + 1); keep it to compare runs")
-    parser.add_argument("--init", type=Path, help="start from this pretrain-change output (its shape; with "
-                                                   "--multiscale-tokens the stride-8 tokens are added at random)")
+    parser.add_argument("--init", type=Path,
+                        help="start from this pretrain-change output, or from the change encoder inside a model "
+                             "checkpoint folder (config.json + model.safetensors, e.g. assets/demo_model); its shape, "
+                             "with --multiscale-tokens the stride-8 tokens added at random, and with --input-size "
+                             "another side (the token positions resized)")
 
 
 def read_backwards(batch: dict, chosen: torch.Tensor) -> dict:
@@ -118,6 +121,50 @@ def score(encoder, items: list[dict], batch_size: int = 32) -> dict[str, float]:
             **{f"answer_{k}": v for k, v in agreement.items() if k != "questions"}}
 
 
+def resize_positions(positions: torch.Tensor, grid: int) -> torch.Tensor:
+    """(1, g*g, C) learned token positions on a g x g grid -> (1, grid*grid, C), bicubic (a new input side)."""
+    old = int(round(positions.shape[1] ** 0.5))
+    if old == grid:
+        return positions
+    square = positions.reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    square = torch.nn.functional.interpolate(square, size=(grid, grid), mode="bicubic", align_corners=False)
+    return square.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)
+
+
+def initial_encoder(source: Path, multiscale_tokens: bool = False, input_size: int | None = None):
+    """The change encoder to start from: a ``pretrain-change`` output, or the ``change_encoder.*`` weights of a model
+    checkpoint folder (its ``config.json`` gives the shape). Parts the stored encoder lacks (the stride-8 tokens
+    with ``multiscale_tokens``) start at random; with another ``input_size`` the token positions are resized."""
+    from diffvqa_core.change import ChangeEncoder, ChangeEncoderConfig
+
+    if (source / CONFIG_FILE).is_file():
+        shape = json.loads((source / CONFIG_FILE).read_text(encoding="utf-8"))
+        state = load_file(str(source / WEIGHTS_FILE))
+    elif (source / "config.json").is_file():
+        shape = json.loads((source / "config.json").read_text(encoding="utf-8")).get("change_encoder_shape")
+        if not shape:
+            raise ValueError(f"{source}/config.json has no change encoder (change_encoder_shape)")
+        prefix = "change_encoder."
+        state = {k[len(prefix):]: v.float() for k, v in load_file(str(source / WEIGHTS_FILE)).items()
+                 if k.startswith(prefix)}
+    else:
+        raise FileNotFoundError(f"{source} holds neither {CONFIG_FILE} (pretrain-change) nor config.json (a model)")
+    shape["multiscale_tokens"] = bool(shape.get("multiscale_tokens")) or multiscale_tokens
+    if input_size:
+        shape["input_size"] = input_size
+    encoder = ChangeEncoder(ChangeEncoderConfig(**shape))
+    grid = encoder.config.input_size // 16
+    for name, side in (("positions", grid), ("fine_positions", 2 * grid)):
+        if name in state:
+            state[name] = resize_positions(state[name], side)
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"{source}: weights the change encoder does not have: {', '.join(unexpected)}")
+    print(f"started from {source} (input {encoder.config.input_size} px); "
+          f"new: {', '.join(missing) if missing else 'nothing'}")
+    return encoder
+
+
 def save(encoder, out: Path) -> None:
     """Writes the encoder's weights and shape into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -128,17 +175,12 @@ def save(encoder, out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train, validate every ``--eval-every`` steps, keep the weights and a training log."""
-    from diffvqa_core.change import (ChangeEncoder, ChangeEncoderConfig, change_label_loss, change_mask_loss,
-                                     load_change_encoder)
+    from diffvqa_core.change import ChangeEncoder, ChangeEncoderConfig, change_label_loss, change_mask_loss
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    if args.init:  # its shape, plus the stride-8 tokens if asked for: the new parts start at random
-        shape = dataclasses.asdict(load_change_encoder(args.init).config)
-        shape["multiscale_tokens"] = shape["multiscale_tokens"] or args.multiscale_tokens
-        encoder = ChangeEncoder(ChangeEncoderConfig(**shape))
-        missing, _ = load_model(encoder, str(args.init / WEIGHTS_FILE), strict=False)
-        print(f"started from {args.init}; new: {', '.join(missing) if missing else 'nothing'}")
+    if args.init:
+        encoder = initial_encoder(args.init, args.multiscale_tokens, args.input_size)
     else:
         shape = {"input_size": args.input_size or args.image_size}
         if args.widths:
