@@ -32,6 +32,9 @@ else:
 for _key, _value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TELEMETRY", "1"), ("HF_HUB_OFFLINE", "1")):
     os.environ.setdefault(_key, _value)
 
+from review_app.fast_gradio_import import skip_gradio_stub_writing  # noqa: E402
+
+skip_gradio_stub_writing()  # Gradio rewrites its type stubs on every import: half of its import time
 import gradio as gr  # noqa: E402
 
 from diffvqa_core.data.vocabulary import QUESTION_TYPES  # noqa: E402

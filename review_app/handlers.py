@@ -169,11 +169,12 @@ class Handlers:
         """:data:`REVIEW` emptied: no verdict, rating, correction or comment; Save enabled only for an analysis."""
         return (None, None, "", "", target, review_status, gr.update(interactive=enabled))
 
-    def _screen_of(self, result: AnalysisResult, seconds: float, verb: str) -> tuple[Any, ...]:
-        """:data:`SCREEN` showing an analysis."""
+    def _screen_of(self, result: AnalysisResult, seconds: float, verb: str,
+                   pictures: Sequence[Any] | None = None) -> tuple[Any, ...]:
+        """:data:`SCREEN` showing an analysis (``pictures``: its :data:`IMAGES` already drawn)."""
         answer = result.answer.strip() or "(the model returned an empty answer)"
-        return (answer, result.theta_words, result.analysis_id, *_screen_images(result.views),
-                self._status_of(result, seconds, verb))
+        images = tuple(pictures) if pictures is not None else _screen_images(result.views)
+        return (answer, result.theta_words, result.analysis_id, *images, self._status_of(result, seconds, verb))
 
     @staticmethod
     def _status_of(result: AnalysisResult, seconds: float, verb: str) -> str:
@@ -252,9 +253,9 @@ class Handlers:
 
     @user_errors
     def _analyze(self, main: str | None, ref: str | None, question: str, lam: float | None,
-                 display: Display, pin: bool = False) -> AnalysisResult:
+                 display: Display, pin: bool = False, render: bool = True) -> AnalysisResult:
         return self.service.analyze(main, ref, question or "", lam, display, pin=pin,
-                                    memo=self.preload_memo if pin else None)
+                                    memo=self.preload_memo if pin else None, render=render)
 
     def reanswer_on_screen(self, analysis_id: float | None, lam: float, verdict: str | None, rating: int | None,
                            review_status: str, mask: str = "M", opacity: float = 0.5, center: float = 0.5,
@@ -321,13 +322,22 @@ class Handlers:
         display = Display()
         question = pair.question or question
         start = time.perf_counter()
-        result = self._analyze(str(pair.main), str(pair.ref), question, lam, display, pin=True)
-        screen = self._screen_of(result, time.perf_counter() - start, "Analysed")
-        analysed = time.perf_counter()
         folder = Path(tempfile.mkdtemp(prefix="diffvqa-preload-"))  # encoded once, not on every page load
-        screen = tuple(_as_png_files(value, folder, f"{name}") for name, value in zip(SCREEN, screen))
-        log.info("the example to open on: analysed in %.2f s, its pictures written in %.2f s", analysed - start,
-                 time.perf_counter() - analysed)
+        memo = self.preload_memo
+        picture_key = memo.picture_key(pair.main, pair.ref, question, lam) if memo is not None else None
+        kept = memo.get_pictures(picture_key, folder) if memo is not None else None
+        result = self._analyze(str(pair.main), str(pair.ref), question, lam, display, pin=True,
+                               render=kept is None)
+        analysed = time.perf_counter()
+        how = "ready"
+        if kept is None:
+            how, drawn = "drawn", dict(zip(IMAGES, _screen_images(result.views)))
+            kept = {name: _as_png_files(value, folder, name) for name, value in drawn.items()}
+            if memo is not None:
+                memo.put_pictures(picture_key, kept)
+        screen = self._screen_of(result, analysed - start, "Analysed", [kept[name] for name in IMAGES])
+        log.info("the example to open on: analysed in %.2f s, its pictures %s in %.2f s", analysed - start,
+                 how, time.perf_counter() - analysed)
         self._preloaded = (str(pair.main), str(pair.ref), question, pair.name, self._attribution(pair.name, question),
                            *screen, *self._blank_review(self._target(result, str(pair.main), str(pair.ref)),
                                                         enabled=True))

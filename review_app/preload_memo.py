@@ -6,6 +6,10 @@ its data folder, under a key made of everything the result depends on: the check
 process's options (device, precision), the source of ``diffvqa_core``, the versions of the libraries that compute
 it, and the films, question and lambda themselves. A later start with the same key opens on it at once; any change
 to any of them computes it again. Nothing but numbers and text is stored (``numpy.savez``, read without pickle).
+
+The pictures a page shows of it (films, registered pair, masks, subtraction: ~2.5 MB of PNG that take ~1.5 s to
+render and encode on 2 busy cores) are kept beside it, under a key that adds the source of ``review_app`` (which
+draws them), and copied into a fresh temporary folder when used (Gradio serves files from there).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,10 @@ KEPT = 4
 ARRAYS = ("theta", "main_image", "ref_image", "registered_main", "prior_mask", "adaptive_mask", "fused_mask")
 TEXTS = ("answer", "question", "answered_by")
 LIBRARIES = ("torch", "transformers", "timm", "opencv-python-headless", "numpy")
+PICTURES = "pictures"
+"""Sub-folder of the memo that holds the kept pictures, one folder per key."""
+MANIFEST = "manifest.json"
+DRAWING_LIBRARIES = ("numpy", "opencv-python-headless", "pillow", "matplotlib")
 
 
 def model_identity(checkpoint_dir: Path, weights_sha256: str, options: dict[str, Any]) -> str:
@@ -103,3 +112,66 @@ class PreloadMemo:
                 old.unlink(missing_ok=True)
         except OSError:
             log.warning("could not keep the example's analysis in %s", self.folder, exc_info=True)
+
+    def picture_key(self, main: str | Path, ref: str | Path, question: str, lam: float | None) -> str:
+        """The folder name of the pictures of this analysis: the analysis's identity, both film files, question and
+        lambda, the source of ``review_app`` and the versions of the libraries that draw them."""
+        digest = hashlib.sha256(self.identity.encode())
+        for path in (Path(main), Path(ref)):
+            digest.update(path.read_bytes())
+        digest.update(json.dumps([question, lam]).encode())
+        app_source = Path(__file__).parent
+        for path in sorted(app_source.glob("*.py")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+        for name in DRAWING_LIBRARIES:
+            try:
+                digest.update(f"{name}={metadata.version(name)}".encode())
+            except metadata.PackageNotFoundError:
+                digest.update(f"{name}=absent".encode())
+        return digest.hexdigest()[:32]
+
+    def get_pictures(self, key: str, into: Path) -> dict[str, Any] | None:
+        """The kept pictures copied into ``into``: name -> file path, a pair of paths, or None; None when any is
+        missing or unreadable (they are then drawn again)."""
+        kept = self.folder / PICTURES / key
+        try:
+            manifest = json.loads((kept / MANIFEST).read_text(encoding="utf-8"))
+            pictures: dict[str, Any] = {}
+            for name, files in manifest.items():
+                if files is None:
+                    pictures[name] = None
+                    continue
+                copies = [str(shutil.copyfile(kept / Path(f).name, into / Path(f).name))
+                          for f in ([files] if isinstance(files, str) else files)]
+                pictures[name] = copies[0] if isinstance(files, str) else tuple(copies)
+            return pictures
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, AttributeError):
+            log.warning("ignoring the unreadable kept pictures %s", kept)
+            return None
+
+    def put_pictures(self, key: str, pictures: dict[str, Any]) -> None:
+        """Keep ``pictures`` (name -> PNG path, a pair of paths, or None) under ``key``; the newest ``KEPT`` are
+        kept. A failure to write is logged, never raised."""
+        root = self.folder / PICTURES
+        try:
+            temporary = root / f"{key}.partial"
+            shutil.rmtree(temporary, ignore_errors=True)
+            temporary.mkdir(parents=True)
+            manifest: dict[str, Any] = {}
+            for name, files in pictures.items():
+                paths = [] if files is None else [files] if isinstance(files, str) else list(files)
+                for path in paths:
+                    shutil.copyfile(path, temporary / Path(path).name)
+                manifest[name] = None if files is None else (Path(files).name if isinstance(files, str)
+                                                             else [Path(f).name for f in files])
+            (temporary / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+            shutil.rmtree(root / key, ignore_errors=True)
+            temporary.rename(root / key)
+            folders = [f for f in root.iterdir() if f.is_dir() and not f.name.endswith(".partial")]
+            for old in sorted(folders, key=lambda f: f.stat().st_mtime)[:-KEPT]:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            log.warning("could not keep the example's pictures in %s", root, exc_info=True)

@@ -56,7 +56,8 @@ class AnalysisResult:
     theta_words: str
     lam: float
     question_type: str
-    views: Views
+    views: Views | None
+    """None when the caller asked for no drawing (``analyze(render=False)``)."""
     flags: tuple[str, ...] = ()
     """What the reviewer must know about the inputs (e.g. a lateral view), one sentence each."""
     answered_by: str = "decoder"
@@ -99,7 +100,8 @@ class ReviewService:
 
     # -- analysis ----------------------------------------------------------------------------------------
     def analyze(self, main: str | Path, ref: str | Path, question: str, lam: float | None = None,
-                display: Display | None = None, *, pin: bool = False, memo: Any = None) -> AnalysisResult:
+                display: Display | None = None, *, pin: bool = False, memo: Any = None,
+                render: bool = True) -> AnalysisResult:
         """Read both films, run the pipeline, record the analysis and render it.
 
         A DICOM that is not a radiograph (CT, MR, ...) is refused; a lateral view is analysed and flagged.
@@ -108,6 +110,7 @@ class ReviewService:
             pin: keep this analysis in memory for good (the app's preloaded example).
             memo: a ``review_app.preload_memo.PreloadMemo`` to read the analysis from (the pipeline, a
                 ``ModelProcess``, is then not asked) or to keep it in.
+            render: draw the views (False: ``views`` is None; the caller has the pictures already).
 
         Raises:
             UserError: an image is missing or is not a radiograph.
@@ -131,7 +134,7 @@ class ReviewService:
                        sha256_of(ref), flags)
         analysis_id = self._record(entry)
         self._remember(analysis_id, entry, pin=pin)
-        return self._result(analysis_id, display or Display())
+        return self._result(analysis_id, display or Display(), render)
 
     @staticmethod
     def film_note(path: str | Path | None, what: str) -> str | None:
@@ -253,11 +256,12 @@ class ReviewService:
         """Theta in words (rotation, scale, shift in pixels of the model input)."""
         return describe_theta(np.asarray(theta, dtype=np.float64), self.pipeline.config.image_size)
 
-    def _result(self, analysis_id: int, display: Display) -> AnalysisResult:
+    def _result(self, analysis_id: int, display: Display, render: bool = True) -> AnalysisResult:
         entry = self._entry(analysis_id)
         return AnalysisResult(analysis_id=analysis_id, answer=entry.analysis.answer,
                               theta_words=self.theta_words(entry.analysis.theta), lam=float(entry.analysis.lam),
-                              question_type=entry.question_type, views=self.render(analysis_id, None, display),
+                              question_type=entry.question_type,
+                              views=self.render(analysis_id, None, display) if render else None,
                               flags=entry.flags, answered_by=getattr(entry.analysis, "answered_by", "decoder"))
 
     def _remember(self, analysis_id: int, entry: _Entry, pin: bool = False) -> None:

@@ -4,6 +4,7 @@ model that cannot load says why."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -147,3 +148,48 @@ def test_the_example_s_analysis_is_kept_between_starts_and_read_back_without_the
     assert len(list((tmp_path / "memo").glob("*.npz"))) == KEPT
     (tmp_path / "memo" / "broken.npz").write_bytes(b"not a zip")
     assert memo.get("broken") is None
+
+
+def test_the_example_s_pictures_are_kept_beside_its_analysis_and_copied_out_for_serving(tmp_path: Path) -> None:
+    """review_app.preload_memo keeps the drawn pictures of the example to open on: read back as copies in a fresh
+    folder (Gradio serves those), missing on any change of films, question or lambda, the newest KEPT kept, and a
+    damaged folder drawn again rather than served."""
+    from review_app.preload_memo import KEPT, PICTURES, PreloadMemo
+
+    films = []
+    for name in ("main.png", "ref.png"):
+        (tmp_path / name).write_bytes(name.encode())
+        films.append(tmp_path / name)
+    drawn = tmp_path / "drawn"
+    drawn.mkdir()
+    for name in ("a.png", "b-0.png", "b-1.png"):
+        (drawn / name).write_bytes(f"picture {name}".encode())
+    pictures = {"a": str(drawn / "a.png"), "b": (str(drawn / "b-0.png"), str(drawn / "b-1.png")), "c": None}
+    memo = PreloadMemo(tmp_path / "memo", "identity")
+    key = memo.picture_key(*films, QUESTION, 0.5)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert memo.get_pictures(key, out) is None
+    memo.put_pictures(key, pictures)
+    kept = memo.get_pictures(key, out)
+    assert kept is not None and kept["c"] is None
+    assert Path(kept["a"]).parent == out and Path(kept["a"]).read_bytes() == b"picture a.png"
+    assert [Path(p).read_bytes() for p in kept["b"]] == [b"picture b-0.png", b"picture b-1.png"]
+    assert len({key, memo.picture_key(*films, QUESTION, 0.4), memo.picture_key(*reversed(films), QUESTION, 0.5),
+                PreloadMemo(tmp_path / "memo", "other").picture_key(*films, QUESTION, 0.5)}) == 4
+    (tmp_path / "memo" / PICTURES / key / "a.png").unlink()
+    assert memo.get_pictures(key, out) is None  # damaged: drawn again
+    for lam in range(KEPT + 2):
+        memo.put_pictures(memo.picture_key(*films, QUESTION, lam / 10), pictures)
+    assert len([f for f in (tmp_path / "memo" / PICTURES).iterdir()]) == KEPT
+
+
+def test_the_app_imports_gradio_without_rewriting_its_type_stubs() -> None:
+    """review_app.fast_gradio_import: importing app.py swaps Gradio's per-import stub writer for a no-op, and the
+    components keep their events."""
+    script = ("import app, gradio as gr, gradio.component_meta as meta\n"
+              "print(meta.create_or_modify_pyi.__name__, callable(gr.Button.click), callable(gr.Image.upload))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["_no_stub_writing", "True", "True"]
