@@ -193,3 +193,42 @@ def test_the_app_imports_gradio_without_rewriting_its_type_stubs() -> None:
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["_no_stub_writing", "True", "True"]
+
+
+def test_a_later_start_opens_on_the_kept_pictures_without_drawing_them(model, tmp_path: Path) -> None:
+    """Handlers.preload with the memo: the first start draws the example's pictures and keeps them; the next one
+    shows the same pictures (copies) without asking the model or drawing anything."""
+    import cv2
+
+    from diffvqa_core.bench import test_pair
+    from feedback_db import FeedbackStore
+    from review_app.examples import ExamplePair
+    from review_app.handlers import EXAMPLE, IMAGES, SCREEN, Handlers
+    from review_app.service import ReviewService
+
+    model.wait_ready(timeout=180)
+    main, ref = test_pair(9, size=256)
+    for name, film in (("main.png", main), ("ref.png", ref)):
+        cv2.imwrite(str(tmp_path / name), (film * 255).astype(np.uint8))
+    pair = ExamplePair("synthetic 1", tmp_path / "main.png", tmp_path / "ref.png", "test pair", QUESTION, "")
+    memo = model.preload_memo(tmp_path / "memo")
+    with FeedbackStore(f"sqlite:///{tmp_path / 'f.sqlite3'}") as store:
+        first = Handlers(ReviewService(model, store), [pair], preload_memo=memo).preload(pair, QUESTION)
+        service = ReviewService(model, store)
+        service.render = lambda *a, **k: pytest.fail("the kept pictures were drawn again")
+
+        class NoModel:
+            def __getattr__(self, name):
+                if name in ("analyze", "reanalyze"):
+                    raise AssertionError("the model was asked")
+                return getattr(model, name)
+
+        service.pipeline = NoModel()
+        again = Handlers(service, [pair], preload_memo=memo).preload(pair, QUESTION)
+    at = {name: len(EXAMPLE) + i for i, name in enumerate(SCREEN)}
+    assert again[at["answer"]] == first[at["answer"]] and again[at["analysis_id"]] != first[at["analysis_id"]]
+    for name in IMAGES:
+        before, after = first[at[name]], again[at[name]]
+        pairs = zip(before, after) if isinstance(before, tuple) else [(before, after)]
+        for one, other in pairs:
+            assert one != other and Path(one).read_bytes() == Path(other).read_bytes(), name
