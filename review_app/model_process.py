@@ -302,13 +302,41 @@ def _error_message(error: BaseException) -> tuple[str, str]:
     return "RuntimeError", f"{type(error).__name__}: {error}"
 
 
+LOADING_NICENESS = 10
+"""How much lower this process's CPU priority is while it loads the model: on a 2-core machine the app's own
+process, and the browser drawing the first page, come first (a later start shows a kept analysis and needs no
+model for it). Raised back once the model is in where the system allows it (a non-root process may not raise
+it: it then answers at that priority, which costs nothing while nothing else runs)."""
+
+
+def _lower_priority() -> int | None:
+    """Lower this process's priority by ``LOADING_NICENESS``; returns the priority before, None if unsupported."""
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, before + LOADING_NICENESS))
+        return before
+    except (AttributeError, OSError):  # no POSIX priorities (Windows), or not allowed
+        return None
+
+
+def _restore_priority(before: int | None) -> None:
+    if before is None:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, before)
+    except OSError:  # raising a priority needs privileges: stay where we are
+        pass
+
+
 def serve(connection: Connection, options: dict[str, Any]) -> int:
-    """Load the model, say so, then answer requests until the connection closes."""
+    """Load the model (at a lower CPU priority), say so, then answer requests until the connection closes."""
+    before = _lower_priority()
     try:
         pipeline = load_pipeline(options["checkpoint"], **device_placement(options["device"], options["precision"]))
     except (OSError, ValueError) as exc:
         connection.send(("failed", str(exc)))
         return 2
+    _restore_priority(before)
     connection.send(("ready", {"config": pipeline.config.to_dict(),
                                "checkpoint_name": pipeline.checkpoint_name,
                                "checkpoint_sha256": pipeline.checkpoint_sha256,

@@ -1,7 +1,8 @@
 """`python app.py` as a newcomer runs it: the page opens on a synthetic example already analysed, ready to review,
 without a horizontal scroll bar at 1280 x 800 and with Analyse in view; `--no-preload` opens an empty screen.
 The time from the command to a ready page is measured on a second start (the first one generated the examples and
-kept the example's analysis: review_app/preload_memo.py) and kept in test-artifacts/app_startup.json."""
+kept the example's analysis and its pictures: review_app/preload_memo.py) and kept in
+test-artifacts/app_startup.json."""
 
 from __future__ import annotations
 
@@ -37,11 +38,14 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("data")
     assert ensure_synthetic_examples(folder / "examples")
+    kept = folder / "preload" / "pictures"
     for _url, _process, _start_time in _start(folder):  # the first start
         deadline = time.monotonic() + 120
-        while not list((folder / "preload").glob("*.npz")) and time.monotonic() < deadline:
+        while not (list((folder / "preload").glob("*.npz")) and kept.is_dir() and any(
+                p.is_dir() and not p.name.endswith(".partial") for p in kept.iterdir())) and time.monotonic() < deadline:
             time.sleep(0.5)
     assert list((folder / "preload").glob("*.npz")), "the first start kept no analysis of its example"
+    assert any(p.is_dir() for p in kept.iterdir()), "the first start kept no pictures of its example"
     return folder
 
 
