@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,10 +40,13 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("data")
     assert ensure_synthetic_examples(folder / "examples")
     kept = folder / "preload" / "pictures"
+    def all_kept() -> bool:
+        return bool(list((folder / "preload").glob("*.npz"))) and kept.is_dir() and any(
+            p.is_dir() and not p.name.endswith(".partial") for p in kept.iterdir())
+
     for _url, _process, _start_time in _start(folder):  # the first start
         deadline = time.monotonic() + 120
-        while not (list((folder / "preload").glob("*.npz")) and kept.is_dir() and any(
-                p.is_dir() and not p.name.endswith(".partial") for p in kept.iterdir())) and time.monotonic() < deadline:
+        while not all_kept() and time.monotonic() < deadline:
             time.sleep(0.5)
     assert list((folder / "preload").glob("*.npz")), "the first start kept no analysis of its example"
     assert any(p.is_dir() for p in kept.iterdir()), "the first start kept no pictures of its example"
@@ -64,6 +68,8 @@ def _start(data_dir: Path, *options: str) -> Iterator[tuple[str, subprocess.Pope
                 break
         else:
             pytest.fail("python app.py exited before serving:\n" + "".join(lines[-30:]))
+        reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)  # type: ignore[arg-type]
+        reader.start()
         yield f"http://127.0.0.1:{port}/", process, start
     finally:
         process.terminate()
@@ -71,6 +77,8 @@ def _start(data_dir: Path, *options: str) -> Iterator[tuple[str, subprocess.Pope
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+        ARTIFACTS.mkdir(exist_ok=True)  # what the app said, for a start that went wrong
+        (ARTIFACTS / f"app_startup_console{'_'.join(('', *options))}.txt").write_text("".join(lines))
 
 
 def test_python_app_py_opens_on_an_analysed_example_ready_to_review(browser, data_dir: Path) -> None:
@@ -79,7 +87,12 @@ def test_python_app_py_opens_on_an_analysed_example_ready_to_review(browser, dat
     load_before = os.getloadavg()[0]  # before this test adds its own
     for url, _process, start in _start(data_dir):
         served = time.perf_counter() - start
-        page = open_page(browser, url, 1280, 800)
+        # Ready is what the reviewer sees, not an idle network: twice in 23 runs the page's network did not go idle
+        # within open_page's 30 s, for a reason not found yet (the app's console is kept in test-artifacts); a page
+        # that never shows the analysis still fails below
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, device_scale_factor=1)
+        page = context.new_page()
+        page.goto(url, wait_until="commit")
         expect(page.locator("#analysis-status")).to_contain_text("Analysed as analysis", timeout=120_000)
         expect(page.locator("#mask-m img")).to_be_visible(timeout=60_000)
         ready = time.perf_counter() - start
