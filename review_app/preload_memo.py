@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -49,16 +50,25 @@ def model_identity(checkpoint_dir: Path, weights_sha256: str, options: dict[str,
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
-    source = Path(diffvqa_core.__file__).parent
-    for path in sorted(source.rglob("*.py")):
-        digest.update(str(path.relative_to(source)).encode())
+    _add_sources(digest, Path(diffvqa_core.__file__).parent.rglob("*.py"))
+    _add_versions(digest, LIBRARIES)
+    return digest.hexdigest()
+
+
+def _add_sources(digest: Any, paths: Iterable[Path]) -> None:
+    """Feed each source file (name and bytes, in sorted order) into ``digest``."""
+    for path in sorted(paths):
+        digest.update(f"{path.parent.name}/{path.name}".encode())
         digest.update(path.read_bytes())
-    for name in LIBRARIES:
+
+
+def _add_versions(digest: Any, names: Iterable[str]) -> None:
+    """Feed the installed version of each distribution (or "absent") into ``digest``."""
+    for name in names:
         try:
             digest.update(f"{name}={metadata.version(name)}".encode())
         except metadata.PackageNotFoundError:
             digest.update(f"{name}=absent".encode())
-    return digest.hexdigest()
 
 
 class PreloadMemo:
@@ -120,15 +130,8 @@ class PreloadMemo:
         for path in (Path(main), Path(ref)):
             digest.update(path.read_bytes())
         digest.update(json.dumps([question, lam]).encode())
-        app_source = Path(__file__).parent
-        for path in sorted(app_source.glob("*.py")):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-        for name in DRAWING_LIBRARIES:
-            try:
-                digest.update(f"{name}={metadata.version(name)}".encode())
-            except metadata.PackageNotFoundError:
-                digest.update(f"{name}=absent".encode())
+        _add_sources(digest, Path(__file__).parent.glob("*.py"))
+        _add_versions(digest, DRAWING_LIBRARIES)
         return digest.hexdigest()[:32]
 
     def get_pictures(self, key: str, into: Path) -> dict[str, Any] | None:
