@@ -10,7 +10,8 @@ from train.config import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "train" / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
-TABLE_CONFIGS = sorted((CONFIG_DIR / "synthetic_table").glob("*.yaml"))
+TABLE_CONFIGS = sorted((CONFIG_DIR / "synthetic_table").glob("*.yaml")) + sorted(
+    (CONFIG_DIR / "change_table").glob("*.yaml"))
 
 
 def _yaml(tmp_path, text):
@@ -82,9 +83,9 @@ def test_question_weights_name_known_families_with_positive_weights(tmp_path):
         TrainConfig.from_yaml(_yaml(tmp_path, "question_weights: {difference: 0}\n"))
 
 
-def _changes_of(base: str, name: str):
+def _changes_of(base: str, name: str, table: str = "synthetic_table"):
     reference = TrainConfig.from_yaml(CONFIG_DIR / base).to_dict()
-    config = TrainConfig.from_yaml(CONFIG_DIR / "synthetic_table" / f"{name}.yaml").to_dict()
+    config = TrainConfig.from_yaml(CONFIG_DIR / table / f"{name}.yaml").to_dict()
     changed = {k: v for k, v in config.items() if v != reference[k] and k not in ("output_dir", "model")}
     model = {k: v for k, v in config["model"].items() if v != reference["model"].get(k)}
     return changed, model
@@ -151,3 +152,25 @@ def test_the_shipped_demo_continues_demo_yaml_with_pretrained_parts_and_the_read
     assert (config["model"]["registration_size"], tuple(config["model"]["registration_channels"])) == (
         paper.registration_size, paper.registration_channels)
     assert config["epochs_stage2"] == 0  # phi and the change encoder stay frozen: the heads that answer are pretrained
+
+
+def test_each_change_table_row_changes_what_its_name_says_of_its_full_model():
+    def changes(name):
+        return _changes_of("change_table/full.yaml", name, table="change_table")
+
+    full = TrainConfig.from_yaml(CONFIG_DIR / "change_table" / "full.yaml")
+    assert full.init_weights == "demo" and full.init_parts == [
+        "prior.", "image_encoder.backbone.", "change_encoder.", "registration."]
+    assert full.model_config().change_encoder and full.model_config().difference_readout == "change_heads"
+    assert changes("no_saliency") == ({}, {"use_saliency_mask": False})
+    assert changes("no_unsupervised") == ({}, {"use_unsupervised_losses": False})
+    assert changes("no_freeze") == ({"epochs_stage1": 0, "epochs_stage2": 3}, {})
+    no_registration = {"use_registration": False, "registration_refinement": "none", "alpha_similarity": 0.0,
+                       "alpha_pose": 0.0}
+    assert changes("unregistered") == ({}, no_registration)
+    without_encoder = {"change_encoder": False, "adaptive_mask_source": "tokens", "reference_tokens": "reference",
+                       "difference_readout": "decoder", "change_read_both_ways": False, "change_gate": None,
+                       "alpha_change_mask": 0.0, "alpha_change_labels": 0.0}
+    assert changes("paper_method") == (
+        {"init_parts": ["prior.", "image_encoder.backbone.", "registration."]}, without_encoder)
+    assert changes("question_only") == ({"init_parts": ["prior."]}, {"use_images": False, **without_encoder})

@@ -37,6 +37,11 @@ class TrainConfig:
     # the bundled one); the rest (parts the checkpoint lacks) start as usual, and a change encoder loaded from
     # change_encoder_weights (registration_weights) keeps those weights. Ignored on --resume.
     init_weights: str | None = None
+    # Not in the paper: take from init_weights only the parameters whose names start with one of these prefixes
+    # (e.g. [prior., image_encoder.backbone., change_encoder., registration.]: a trained model's perception parts);
+    # every other part starts as built. None = every matching parameter. The synthetic results table's rows under
+    # the change-encoder recipe start this way, so that each row learns to answer with its own parts switched off.
+    init_parts: list[str] | None = None
 
     # Data: the benchmark's root directory (mimic_pair_questions.csv, mimic_all.csv, files/).
     data_root: str | None = None

@@ -155,10 +155,12 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
         model = DiffVQAModel(model_config, tokenizer_for(model_config))
         state = TrainState(num_processes=accelerator.num_processes)
         if config.init_weights:
-            report = load_matching_weights(model, config.init_weights, keep=own_weight_prefixes(model))
+            report = load_matching_weights(model, config.init_weights, keep=own_weight_prefixes(model),
+                                           only=tuple(config.init_parts or ()))
             say(f"init_weights {config.init_weights}: {len(report['loaded'])} tensors loaded, "
                 f"{len(report['new']) + len(report['mismatched'])} new or reshaped (start as built), "
-                f"{len(report['kept'])} kept from their own weights, {len(report['unused'])} unused")
+                f"{len(report['kept'])} kept from their own weights, "
+                f"{len(report['not_taken'])} outside init_parts (start as built), {len(report['unused'])} unused")
 
     sampler = EpochBatchSampler(len(train_set), config.train_batch_size, rank=accelerator.process_index,
                                 world_size=accelerator.num_processes, seed=config.seed,

@@ -25,13 +25,15 @@ def resolve_init_checkpoint(name: str) -> Path:
 
 
 def load_matching_weights(model: torch.nn.Module, checkpoint: str | Path,
-                          keep: tuple[str, ...] = ()) -> dict[str, list[str]]:
+                          keep: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> dict[str, list[str]]:
     """Copies into ``model`` every tensor of ``checkpoint``'s weights whose name and shape match, except those whose
-    name starts with one of ``keep`` (parts the model already loaded from their own weights).
+    name starts with one of ``keep`` (parts the model already loaded from their own weights) and, when ``only`` is
+    given, those whose name starts with none of ``only`` (parts left to start as built).
 
     Returns:
         {"loaded": names copied, "mismatched": names in both with different shapes, "new": the model's names the
-        checkpoint lacks, "unused": the checkpoint's names the model lacks, "kept": names left as they were}.
+        checkpoint lacks, "unused": the checkpoint's names the model lacks, "kept": names left as they were,
+        "not_taken": names outside ``only``, left as built}.
 
     Raises:
         FileNotFoundError: when the checkpoint has no model.safetensors.
@@ -42,12 +44,14 @@ def load_matching_weights(model: torch.nn.Module, checkpoint: str | Path,
         raise FileNotFoundError(f"init_weights: no {WEIGHTS_FILE} in {directory}")
     source = load_file(str(directory / WEIGHTS_FILE))
     target = model.state_dict()
-    report: dict[str, list[str]] = {"loaded": [], "mismatched": [], "new": [], "kept": [],
+    report: dict[str, list[str]] = {"loaded": [], "mismatched": [], "new": [], "kept": [], "not_taken": [],
                                     "unused": sorted(set(source) - set(target))}
     with torch.no_grad():
         for name, tensor in target.items():
             if keep and name.startswith(keep):
                 report["kept"].append(name)
+            elif only and not name.startswith(only):
+                report["not_taken"].append(name)
             elif name not in source:
                 report["new"].append(name)
             elif source[name].shape != tensor.shape:

@@ -1,0 +1,39 @@
+"""Warm start from a trained checkpoint (train.warm_start): which parts are taken, which start as built."""
+
+from __future__ import annotations
+
+import torch
+
+from tests.tiny_model_support import build_tiny_model
+from train.warm_start import load_matching_weights
+
+
+def _trained_checkpoint(tmp_path):
+    trained = build_tiny_model()
+    with torch.no_grad():
+        for tensor in trained.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(1.0)
+    trained.save_pretrained(tmp_path / "trained")
+    return trained.state_dict()
+
+
+def test_only_takes_the_named_parts_and_leaves_the_rest_as_built(tmp_path):
+    trained = _trained_checkpoint(tmp_path)
+    built = {name: tensor.clone() for name, tensor in build_tiny_model().state_dict().items()}
+    model = build_tiny_model()
+    report = load_matching_weights(model, tmp_path / "trained", only=("prior.", "registration."))
+    state = model.state_dict()
+    assert report["loaded"] and report["not_taken"]
+    assert all(name.startswith(("prior.", "registration.")) for name in report["loaded"])
+    assert not any(name.startswith(("prior.", "registration.")) for name in report["not_taken"])
+    for name in report["loaded"]:
+        assert torch.equal(state[name], trained[name].to(state[name].dtype))
+    moved = [name for name in report["not_taken"] if state[name].is_floating_point()]
+    assert moved and all(torch.equal(state[name], built[name]) for name in moved)
+
+
+def test_without_only_every_matching_parameter_is_taken(tmp_path):
+    _trained_checkpoint(tmp_path)
+    report = load_matching_weights(build_tiny_model(), tmp_path / "trained")
+    assert report["loaded"] and not report["not_taken"]
