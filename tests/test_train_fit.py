@@ -182,3 +182,19 @@ def test_validation_answers_at_the_lambda_training_reached(straight_run, data_ro
     with one_torch_thread():
         validation.validate(Accelerator(cpu=True), model, val_set, config, lam=0.8125)
     assert seen and set(seen) == {0.8125}
+
+
+def test_init_parts_takes_only_the_named_parts_of_a_trained_run(straight_run, data_root, tmp_path):
+    trained_output, _ = straight_run
+    output = tmp_path / "from_parts"
+    config = small_config(data_root, output, init_weights=str(trained_output / "last"), init_parts=["prior."],
+                          epochs_stage1=1, epochs_stage2=0)
+    with one_torch_thread():
+        fit(config, max_steps=1)
+    trained = load_file(str(trained_output / "last" / "model.safetensors"))
+    started = load_file(str(output / "last" / "model.safetensors"))
+    prior = [name for name in started if name.startswith("prior.")]
+    assert prior and all(torch.equal(started[name], trained[name]) for name in prior)  # frozen, taken as trained
+    # phi's backbone is frozen in stage 1 too: taken, it would equal the trained run's (which trained it in stage 2)
+    backbone = [name for name in started if name.startswith("image_encoder.backbone.")]
+    assert backbone and not all(torch.equal(started[name], trained[name]) for name in backbone)  # started as built
