@@ -37,3 +37,21 @@ def test_without_only_every_matching_parameter_is_taken(tmp_path):
     _trained_checkpoint(tmp_path)
     report = load_matching_weights(build_tiny_model(), tmp_path / "trained")
     assert report["loaded"] and not report["not_taken"]
+
+
+def test_tensors_of_the_named_parts_the_model_has_no_place_for_are_reported(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from train.warm_start import parts_not_taken
+
+    _trained_checkpoint(tmp_path)
+    weights = tmp_path / "trained" / "model.safetensors"
+    state = load_file(str(weights))
+    state["prior.extra_scale"] = torch.ones(3)  # a tensor of a named part that this model's config does not build
+    name = next(k for k in state if k.startswith("registration.") and k.endswith("weight"))
+    state[name] = torch.ones(1)  # and one of another shape
+    save_file(state, str(weights))
+    model = build_tiny_model()
+    report = load_matching_weights(model, tmp_path / "trained", only=("prior.", "registration."))
+    assert parts_not_taken(report, ("prior.", "registration.")) == sorted(["prior.extra_scale", name])
+    assert parts_not_taken(report, ("decoder.",)) == [] and parts_not_taken(report, ()) == []

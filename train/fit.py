@@ -44,7 +44,7 @@ from train.optim import build_optimizer, build_scheduler
 from train.preflight import ScorerUnavailableError, check_scorer
 from train.run_log import RunLog
 from train.validation import validate
-from train.warm_start import load_matching_weights, own_weight_prefixes
+from train.warm_start import load_matching_weights, own_weight_prefixes, parts_not_taken
 
 # Synthetic ground truth the losses not in the paper read: the change encoder's terms, the supervised pose term.
 CHANGE_TARGETS = ("change_mask", "finding_labels", "pair_labels", "gt_theta")
@@ -161,6 +161,11 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
                 f"{len(report['new']) + len(report['mismatched'])} new or reshaped (start as built), "
                 f"{len(report['kept'])} kept from their own weights, "
                 f"{len(report['not_taken'])} outside init_parts (start as built), {len(report['unused'])} unused")
+            left = parts_not_taken(report, tuple(config.init_parts or ()))
+            if left:
+                say(f"warning: init_parts: {len(left)} tensors of the named parts have no place in this model "
+                    f"(its config differs from the checkpoint's there): {', '.join(left[:6])}"
+                    + (" ..." if len(left) > 6 else ""))
 
     sampler = EpochBatchSampler(len(train_set), config.train_batch_size, rank=accelerator.process_index,
                                 world_size=accelerator.num_processes, seed=config.seed,
