@@ -55,6 +55,7 @@ NEXT_JS = """
       review.saved();
     }
   }, true);
+  document.documentElement.dataset.worklistShortcuts = "ready";  // tests wait for this before pressing a key
 }
 """
 """Keyboard shortcuts and the unsaved-review guard of the worklist buttons (run once when a page opens)."""

@@ -175,6 +175,8 @@ def test_worklist_next_review_truth_after_the_verdict_and_resume(browser, workli
     try:
         expect(page.locator("#worklist-progress")).to_contain_text("Type your name")
         page.locator("#reviewer textarea, #reviewer input").first.fill("Dr. List")
+        # the shortcuts are bound by the page's script once Gradio has mounted: a key pressed before is lost
+        page.wait_for_selector("html[data-worklist-shortcuts=ready]", state="attached")
         page.keyboard.press("Alt+N")
         _case_loaded(page, 1)
         expect(page.locator("#worklist-progress")).to_contain_text("0 of 3 reviewed")
