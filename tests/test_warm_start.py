@@ -42,7 +42,7 @@ def test_without_only_every_matching_parameter_is_taken(tmp_path):
 def test_tensors_of_the_named_parts_the_model_has_no_place_for_are_reported(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from train.warm_start import parts_not_taken
+    from train.warm_start import unplaced_named_tensors
 
     _trained_checkpoint(tmp_path)
     weights = tmp_path / "trained" / "model.safetensors"
@@ -53,5 +53,5 @@ def test_tensors_of_the_named_parts_the_model_has_no_place_for_are_reported(tmp_
     save_file(state, str(weights))
     model = build_tiny_model()
     report = load_matching_weights(model, tmp_path / "trained", only=("prior.", "registration."))
-    assert parts_not_taken(report, ("prior.", "registration.")) == sorted(["prior.extra_scale", name])
-    assert parts_not_taken(report, ("decoder.",)) == [] and parts_not_taken(report, ()) == []
+    assert unplaced_named_tensors(report, ("prior.", "registration.")) == sorted(["prior.extra_scale", name])
+    assert unplaced_named_tensors(report, ("decoder.",)) == [] and unplaced_named_tensors(report, ()) == []

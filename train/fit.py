@@ -44,7 +44,7 @@ from train.optim import build_optimizer, build_scheduler
 from train.preflight import ScorerUnavailableError, check_scorer
 from train.run_log import RunLog
 from train.validation import validate
-from train.warm_start import load_matching_weights, own_weight_prefixes, parts_not_taken
+from train.warm_start import load_matching_weights, own_weight_prefixes, unplaced_named_tensors
 
 # Synthetic ground truth the losses not in the paper read: the change encoder's terms, the supervised pose term.
 CHANGE_TARGETS = ("change_mask", "finding_labels", "pair_labels", "gt_theta")
@@ -155,13 +155,14 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
         model = DiffVQAModel(model_config, tokenizer_for(model_config))
         state = TrainState(num_processes=accelerator.num_processes)
         if config.init_weights:
+            named_parts = tuple(config.init_parts or ())
             report = load_matching_weights(model, config.init_weights, keep=own_weight_prefixes(model),
-                                           only=tuple(config.init_parts or ()))
+                                           only=named_parts)
             say(f"init_weights {config.init_weights}: {len(report['loaded'])} tensors loaded, "
                 f"{len(report['new']) + len(report['mismatched'])} new or reshaped (start as built), "
                 f"{len(report['kept'])} kept from their own weights, "
                 f"{len(report['not_taken'])} outside init_parts (start as built), {len(report['unused'])} unused")
-            left = parts_not_taken(report, tuple(config.init_parts or ()))
+            left = unplaced_named_tensors(report, named_parts)
             if left:
                 say(f"warning: init_parts: {len(left)} tensors of the named parts have no place in this model "
                     f"(its config differs from the checkpoint's there): {', '.join(left[:6])}"

@@ -62,7 +62,7 @@ def load_matching_weights(model: torch.nn.Module, checkpoint: str | Path,
     return report
 
 
-def parts_not_taken(report: dict[str, list[str]], only: tuple[str, ...]) -> list[str]:
+def unplaced_named_tensors(report: dict[str, list[str]], only: tuple[str, ...]) -> list[str]:
     """The checkpoint's tensors under the ``only`` prefixes that did not go into the model (no such name in it, or
     another shape): a sign that the model's config differs from the checkpoint's in those parts."""
     return sorted(name for name in report["unused"] + report["mismatched"] if only and name.startswith(only))
