@@ -260,3 +260,20 @@ def test_pretraining_can_start_from_the_encoder_inside_a_model_checkpoint_at_ano
     assert torch.all(resized[1:, :, 0] >= resized[:-1, :, 0] - 1e-6) and torch.allclose(resized[:, 0], resized[:, 5])
     with pytest.raises(FileNotFoundError, match="neither"):
         initial_encoder(tmp_path)
+
+
+def test_pretrain_change_with_zero_steps_writes_the_checkpoints_encoder_unchanged(tmp_path):
+    """`pretrain-change --init CHECKPOINT --steps 0`: the change encoder taken out of a model checkpoint as it is, in
+    the folder form change_encoder_weights reads (how demo_retrained_encoder.yaml gets its encoder)."""
+    model = build_tiny_model(**CHANGE_MODEL)
+    with torch.no_grad():
+        model.change_encoder.queries.add_(0.5)  # trained: not what a fresh build would give
+    model.save_pretrained(tmp_path / "model")
+    assert train_main(["pretrain-change", "--init", str(tmp_path / "model"), "--steps", "0",
+                       "--out", str(tmp_path / "change")]) == 0
+    taken = load_change_encoder(tmp_path / "change")
+    assert taken.config == model.change_encoder.config
+    for name, value in model.change_encoder.state_dict().items():
+        assert torch.equal(taken.state_dict()[name], value), name
+    with pytest.raises(SystemExit, match="give --init"):
+        train_main(["pretrain-change", "--steps", "0", "--out", str(tmp_path / "none")])

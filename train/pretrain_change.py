@@ -41,7 +41,9 @@ LOG_FILE = "training_log.json"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=3000,
+                        help="training steps; 0 writes the --init encoder as it is (to take the change encoder out "
+                             "of a model checkpoint, for change_encoder_weights)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
@@ -189,6 +191,12 @@ def run(args: argparse.Namespace) -> int:
             shape["token_width"] = args.token_width
         shape["multiscale_tokens"] = args.multiscale_tokens
         encoder = ChangeEncoder(ChangeEncoderConfig(**shape))
+    if args.steps == 0:
+        if not args.init:
+            raise SystemExit("pretrain-change: --steps 0 writes the --init encoder unchanged; give --init")
+        save(encoder, args.out)
+        print(f"saved {args.out / WEIGHTS_FILE} (the encoder of {args.init}, not trained)")
+        return 0
     validation = validation_pairs(args, args.seed + 1 if args.val_seed is None else args.val_seed, args.image_size,
                                   residual_scale=args.residual_scale)
     loader = training_loader(args, args.image_size, residual_scale=args.residual_scale)
