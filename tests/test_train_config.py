@@ -159,7 +159,7 @@ def test_each_change_table_row_changes_what_its_name_says_of_its_full_model():
         return _changes_of("change_table/full.yaml", name, table="change_table")
 
     full = TrainConfig.from_yaml(CONFIG_DIR / "change_table" / "full.yaml")
-    assert full.init_weights == "demo" and full.init_parts == [
+    assert full.init_weights == "outputs/previous_demo_v5" and full.init_parts == [
         "prior.", "image_encoder.backbone.", "change_encoder.", "registration."]
     assert full.model_config().change_encoder and full.model_config().difference_readout == "change_heads"
     assert changes("no_saliency") == ({}, {"use_saliency_mask": False})
@@ -174,3 +174,22 @@ def test_each_change_table_row_changes_what_its_name_says_of_its_full_model():
     assert changes("paper_method") == (
         {"init_parts": ["prior.", "image_encoder.backbone.", "registration."]}, without_encoder)
     assert changes("question_only") == ({"init_parts": ["prior."]}, {"use_images": False, **without_encoder})
+
+
+def test_the_bundled_checkpoint_is_what_its_recipe_builds():
+    """assets/demo_model/config.json is demo_retrained_encoder.yaml's model: demo_192.yaml's with the results table's
+    change encoder (one scale), its shape recorded from those weights; nothing else of demo_192.yaml changes."""
+    import json
+
+    recipe = TrainConfig.from_yaml(CONFIG_DIR / "demo_retrained_encoder.yaml")
+    previous = TrainConfig.from_yaml(CONFIG_DIR / "demo_192.yaml")
+    changed = {k for k, v in recipe.to_dict().items() if v != previous.to_dict()[k] and k != "model"}
+    assert changed == {"init_weights", "output_dir"}
+    assert {k for k, v in recipe.model.items() if v != previous.model.get(k)} == {"change_encoder_weights",
+                                                                                  "change_encoder_shape"}
+    shipped = json.loads((CONFIG_DIR.parents[1] / "assets" / "demo_model" / "config.json").read_text())
+    built = recipe.model_config().to_dict()
+    assert shipped["change_encoder_shape"]["multiscale_tokens"] is False
+    assert shipped["change_encoder_shape"]["input_size"] == 192
+    different = {k for k in built if k != "change_encoder_shape" and shipped.get(k) != built[k]}
+    assert different == set(), different
