@@ -55,3 +55,16 @@ def test_tensors_of_the_named_parts_the_model_has_no_place_for_are_reported(tmp_
     report = load_matching_weights(model, tmp_path / "trained", only=("prior.", "registration."))
     assert unplaced_named_tensors(report, ("prior.", "registration.")) == sorted(["prior.extra_scale", name])
     assert unplaced_named_tensors(report, ("decoder.",)) == [] and unplaced_named_tensors(report, ()) == []
+
+
+def test_a_tied_tensor_saved_once_is_reported_tied_not_new(tmp_path):
+    """GPT-2's input embedding is its output layer's tensor, saved once: a warm start loads it through the other
+    name, and the report must not call it new (the run log once said "1 new or reshaped" for every demo recipe)."""
+    trained = build_tiny_model()
+    with torch.no_grad():
+        trained.decoder.gpt2.lm_head.weight.add_(0.5)
+    trained.save_pretrained(tmp_path / "trained")
+    model = build_tiny_model()
+    report = load_matching_weights(model, tmp_path / "trained")
+    assert report["new"] == [] and report["tied"] == ["decoder.gpt2.transformer.wte.weight"]
+    assert torch.equal(model.decoder.gpt2.transformer.wte.weight, trained.decoder.gpt2.transformer.wte.weight)

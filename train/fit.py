@@ -158,7 +158,8 @@ def fit(config: TrainConfig, *, max_steps: int | None = None, resume: bool = Fal
             named_parts = tuple(config.init_parts or ())
             report = load_matching_weights(model, config.init_weights, keep=own_weight_prefixes(model),
                                            only=named_parts)
-            say(f"init_weights {config.init_weights}: {len(report['loaded'])} tensors loaded, "
+            say(f"init_weights {config.init_weights}: {len(report['loaded'])} tensors loaded "
+                f"(+{len(report['tied'])} tied to one of them), "
                 f"{len(report['new']) + len(report['mismatched'])} new or reshaped (start as built), "
                 f"{len(report['kept'])} kept from their own weights, "
                 f"{len(report['not_taken'])} outside init_parts (start as built), {len(report['unused'])} unused")

@@ -32,8 +32,9 @@ def load_matching_weights(model: torch.nn.Module, checkpoint: str | Path,
 
     Returns:
         {"loaded": names copied, "mismatched": names in both with different shapes, "new": the model's names the
-        checkpoint lacks, "unused": the checkpoint's names the model lacks, "kept": names left as they were,
-        "not_taken": names outside ``only``, left as built}.
+        checkpoint lacks, "tied": the model's names the checkpoint lacks whose tensor is one it holds under another
+        name (GPT-2's input embedding, tied to its output layer, is saved once), "unused": the checkpoint's names
+        the model lacks, "kept": names left as they were, "not_taken": names outside ``only``, left as built}.
 
     Raises:
         FileNotFoundError: when the checkpoint has no model.safetensors.
@@ -44,8 +45,11 @@ def load_matching_weights(model: torch.nn.Module, checkpoint: str | Path,
         raise FileNotFoundError(f"init_weights: no {WEIGHTS_FILE} in {directory}")
     source = load_file(str(directory / WEIGHTS_FILE))
     target = model.state_dict()
-    report: dict[str, list[str]] = {"loaded": [], "mismatched": [], "new": [], "kept": [], "not_taken": [],
-                                    "unused": sorted(set(source) - set(target))}
+    report: dict[str, list[str]] = {"loaded": [], "mismatched": [], "new": [], "tied": [], "kept": [],
+                                    "not_taken": [], "unused": sorted(set(source) - set(target))}
+    sharing: dict[tuple, list[str]] = {}  # names that are one tensor (tied weights)
+    for name, tensor in target.items():
+        sharing.setdefault((tensor.data_ptr(), tensor.shape), []).append(name)
     with torch.no_grad():
         for name, tensor in target.items():
             if keep and name.startswith(keep):
@@ -53,7 +57,8 @@ def load_matching_weights(model: torch.nn.Module, checkpoint: str | Path,
             elif only and not name.startswith(only):
                 report["not_taken"].append(name)
             elif name not in source:
-                report["new"].append(name)
+                twins = [n for n in sharing[(tensor.data_ptr(), tensor.shape)] if n != name and n in source]
+                report["tied" if twins else "new"].append(name)
             elif source[name].shape != tensor.shape:
                 report["mismatched"].append(name)
             else:
